@@ -1,0 +1,422 @@
+package defender
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/defender-enricher/defender-enricher/clock"
+)
+
+// Budget decides when a call may start. Every attempt, retries included,
+// acquires one call; a 429's Retry-After pauses the whole budget.
+// budget.Window implements it for one process.
+type Budget interface {
+	// Acquire blocks until a call may start and returns the function to call
+	// once it has ended, or ctx's error.
+	Acquire(ctx context.Context) (done func(), err error)
+	// PauseUntil stops every call from starting before t.
+	PauseUntil(t time.Time)
+}
+
+// Options configure a Client. Endpoint, Credential and Budget are required.
+type Options struct {
+	Endpoint   Endpoint
+	Credential azcore.TokenCredential
+	Budget     Budget
+	// HTTPClient makes the calls; nil means NewHTTPClient(nil).
+	HTTPClient *http.Client
+
+	MaxAttempts       int           // calls per lookup, retries included; default 4
+	BaseBackoff       time.Duration // first retry delay before jitter; default 500ms
+	MaxBackoff        time.Duration // cap of the retry delay; default 30s
+	AttemptTimeout    time.Duration // one call, from sending to the end of the body; default 15s
+	DefaultRetryAfter time.Duration // pause after a 429 that carries no usable Retry-After; default 60s
+	MaxRetryAfter     time.Duration // longest pause a Retry-After can impose; default 1h
+	MaxBodyBytes      int64         // larger answers are an error; default 1 MiB
+
+	Clock      clock.Clock           // nil: the real clock
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: metrics are kept but not exported
+	UserAgent  string
+}
+
+// Client calls GET {base}/api/alerts/{id}/user. It is safe for concurrent
+// use. It neither caches nor coalesces: cache.Cache in front of it does.
+type Client struct {
+	opts    Options
+	base    string
+	metrics *clientMetrics
+	log     *slog.Logger
+	clock   clock.Clock
+}
+
+// New returns a Client. It does no I/O.
+func New(opts Options) (*Client, error) {
+	if opts.Endpoint.BaseURL == nil || opts.Endpoint.Scope == "" {
+		return nil, errors.New("defender: Endpoint is required (see ResolveEndpoint)")
+	}
+	if opts.Credential == nil {
+		return nil, errors.New("defender: Credential is required")
+	}
+	if opts.Budget == nil {
+		return nil, errors.New("defender: Budget is required")
+	}
+	setDefault(&opts.MaxAttempts, 4)
+	setDefault(&opts.BaseBackoff, 500*time.Millisecond)
+	setDefault(&opts.MaxBackoff, 30*time.Second)
+	setDefault(&opts.AttemptTimeout, 15*time.Second)
+	setDefault(&opts.DefaultRetryAfter, 60*time.Second)
+	setDefault(&opts.MaxRetryAfter, time.Hour)
+	setDefault(&opts.MaxBodyBytes, 1<<20)
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = NewHTTPClient(nil)
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.UserAgent == "" {
+		opts.UserAgent = "defender-enricher"
+	}
+	m, err := newClientMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{
+		opts:    opts,
+		base:    opts.Endpoint.BaseURL.String() + "/api/alerts/",
+		metrics: m,
+		log:     opts.Logger,
+		clock:   opts.Clock,
+	}, nil
+}
+
+func setDefault[T int | int64 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
+// NewHTTPClient returns the client the connector calls Defender with: TLS
+// verified against the system roots (or roots, when not nil; SSL_CERT_FILE
+// adds to the system roots), TLS 1.2 at least, bounded dial and handshake
+// times, and no redirects: an answer that redirects is an error, so the
+// bearer token never follows a Location header anywhere.
+func NewHTTPClient(roots *tls.Config) *http.Client {
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
+	if roots != nil {
+		tlsConfig = roots.Clone()
+		if tlsConfig.MinVersion < tls.VersionTLS12 {
+			tlsConfig.MinVersion = tls.VersionTLS12
+		}
+	}
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSClientConfig:       tlsConfig,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 15 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   8,
+			ForceAttemptHTTP2:     true,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// User returns the user related to the alert.
+//
+// Errors: ErrInvalidAlertID before any call; ErrNotFound on a 404; *APIError
+// for any other answer it gave up on (401 after one fresh token, 403, 429 or
+// 5xx after MaxAttempts); *TransportError when no answer came; *TokenError
+// when the credential failed; an error matching both ErrUnavailable and
+// ctx's error when ctx ended while waiting for the budget or a retry.
+//
+// Cancelling ctx stops waiting and stops retries, but never aborts a call
+// already sent: its budget is spent, and its answer is worth keeping.
+func (c *Client) User(ctx context.Context, alertID string) (*User, error) {
+	if !ValidAlertID(alertID) {
+		return nil, ErrInvalidAlertID
+	}
+	// Validated above, escaped anyway: a later change to ValidAlertID must
+	// not be able to put a path into the URL.
+	target := c.base + url.PathEscape(alertID) + "/user"
+	freshToken := false
+	for attempt := 1; ; attempt++ {
+		u, retry, wait, err := c.attempt(ctx, target, alertID, attempt, freshToken)
+		if !retry || attempt >= c.opts.MaxAttempts {
+			if err != nil {
+				return nil, withAttempts(err, attempt)
+			}
+			return u, nil
+		}
+		if api := (*APIError)(nil); errors.As(err, &api) && api.StatusCode == http.StatusUnauthorized {
+			freshToken = true
+		}
+		c.metrics.retries.Inc()
+		if serr := sleep(ctx, c.clock, wait); serr != nil {
+			return nil, fmt.Errorf("%w: gave up retrying after %v: %w", ErrUnavailable, withAttempts(err, attempt), serr)
+		}
+	}
+}
+
+// attempt makes one call and decides, in this one place, whether and when
+// to retry. wait is the delay before the next attempt (a 429's pause is
+// applied to the budget instead, so it holds every caller).
+func (c *Client) attempt(ctx context.Context, target, alertID string, attempt int, freshToken bool) (u *User, retry bool, wait time.Duration, err error) {
+	tro := policy.TokenRequestOptions{Scopes: []string{c.opts.Endpoint.Scope}}
+	if freshToken {
+		// Claims make azidentity and MSAL skip their token cache; an nbf
+		// challenge is what a resource sends when it refuses a token.
+		tro.Claims = fmt.Sprintf(`{"access_token":{"nbf":{"essential":true,"value":"%d"}}}`, c.clock.Now().Unix())
+	}
+	tokCtx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+	tok, err := c.opts.Credential.GetToken(tokCtx, tro)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, false, 0, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		}
+		return nil, false, 0, &TokenError{Err: err}
+	}
+
+	waitStart := c.clock.Now()
+	done, err := c.opts.Budget.Acquire(ctx)
+	c.metrics.budgetWait.Observe(c.clock.Now().Sub(waitStart).Seconds())
+	if err != nil {
+		return nil, false, 0, fmt.Errorf("%w: waiting for the call budget: %w", ErrUnavailable, err)
+	}
+	// The call runs to its end even if ctx ends now (see User).
+	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.AttemptTimeout)
+	defer cancel()
+	start := c.clock.Now()
+	status, body, header, err := c.do(callCtx, target, tok.Token)
+	done()
+	elapsed := c.clock.Now().Sub(start)
+	c.metrics.duration.Observe(elapsed.Seconds())
+	c.metrics.calls.WithLabelValues(statusLabel(status, err)).Inc()
+
+	if err != nil {
+		c.log.Warn("defender call failed", "alert_id", alertID, "attempt", attempt, "error", err)
+		return nil, ctx.Err() == nil, c.backoff(attempt), &TransportError{Err: err}
+	}
+	c.log.Debug("defender call", "alert_id", alertID, "attempt", attempt, "status", status, "duration", elapsed)
+	switch {
+	case status == http.StatusOK:
+		u, err := ParseUser(body)
+		if err != nil {
+			return nil, false, 0, &TransportError{Err: fmt.Errorf("200 answer unreadable: %w", err)}
+		}
+		return u, false, 0, nil
+	case status == http.StatusNotFound:
+		return nil, false, 0, ErrNotFound
+	}
+	api := parseAPIError(status, body)
+	switch {
+	case status == http.StatusUnauthorized:
+		return nil, !freshToken, 0, api
+	case status == http.StatusTooManyRequests:
+		api.RetryAfter = c.retryAfter(header.Get("Retry-After"))
+		until := c.clock.Now().Add(api.RetryAfter)
+		c.opts.Budget.PauseUntil(until)
+		c.metrics.throttled.Inc()
+		c.log.Warn("defender throttled the client: every call paused", "retry_after", api.RetryAfter, "until", until.UTC().Format(time.RFC3339), "correlation_id", api.Target)
+		return nil, true, 0, api
+	case status >= 500 && status != http.StatusNotImplemented:
+		c.log.Warn("defender answered a server error", "alert_id", alertID, "attempt", attempt, "status", status, "correlation_id", api.Target)
+		return nil, true, c.backoff(attempt), api
+	}
+	return nil, false, 0, api
+}
+
+func (c *Client) do(ctx context.Context, target, token string) (int, []byte, http.Header, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.opts.UserAgent)
+	resp, err := c.opts.HTTPClient.Do(req)
+	if err != nil {
+		return 0, nil, nil, redactURLError(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.opts.MaxBodyBytes+1))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("reading the %d answer: %w", resp.StatusCode, err)
+	}
+	if int64(len(body)) > c.opts.MaxBodyBytes {
+		return 0, nil, nil, fmt.Errorf("the %d answer is larger than %d bytes", resp.StatusCode, c.opts.MaxBodyBytes)
+	}
+	return resp.StatusCode, body, resp.Header, nil
+}
+
+// redactURLError keeps the error's cause but not the URL's query, which a
+// proxy could have filled; the path is the validated alert id only.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
+
+func parseAPIError(status int, body []byte) *APIError {
+	api := &APIError{StatusCode: status}
+	var eb struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			Target  string `json:"target"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &eb) == nil {
+		api.Code, api.Message, api.Target = eb.Error.Code, eb.Error.Message, eb.Error.Target
+	} else if len(bytes.TrimSpace(body)) > 0 {
+		api.Message = truncate(string(body), 200)
+	}
+	return api
+}
+
+func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// retryAfter reads Retry-After as seconds or an HTTP date, clamped to
+// (0, MaxRetryAfter]; an absent or unreadable value means DefaultRetryAfter.
+func (c *Client) retryAfter(v string) time.Duration {
+	d := c.opts.DefaultRetryAfter
+	v = strings.TrimSpace(v)
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs > 0 {
+			d = time.Duration(min(secs, int64(c.opts.MaxRetryAfter/time.Second)+1)) * time.Second
+		} else {
+			d = 0
+		}
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(c.clock.Now())
+	}
+	if d <= 0 {
+		// "Retry-After: 0" or a date in the past: the server still refused
+		// this call, so do not hammer it.
+		d = time.Second
+	}
+	return min(d, c.opts.MaxRetryAfter)
+}
+
+// backoff is capped exponential with equal jitter: half fixed, half random,
+// so that retries neither synchronise nor collapse to zero.
+func (c *Client) backoff(attempt int) time.Duration {
+	d := c.opts.BaseBackoff << min(attempt-1, 20)
+	if d <= 0 || d > c.opts.MaxBackoff {
+		d = c.opts.MaxBackoff
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, clk clock.Clock, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	ch := make(chan struct{})
+	t := clk.AfterFunc(d, func() { close(ch) })
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		t.Stop()
+		return ctx.Err()
+	}
+}
+
+func withAttempts(err error, attempts int) error {
+	var api *APIError
+	if errors.As(err, &api) {
+		api.Attempts = attempts
+	}
+	var te *TransportError
+	if errors.As(err, &te) {
+		te.Attempts = attempts
+	}
+	return err
+}
+
+func statusLabel(status int, err error) string {
+	switch {
+	case err != nil:
+		return "error"
+	case status == 200, status == 404, status == 401, status == 403, status == 429:
+		return strconv.Itoa(status)
+	case status >= 500:
+		return "5xx"
+	}
+	return "other"
+}
+
+type clientMetrics struct {
+	calls      *prometheus.CounterVec
+	duration   prometheus.Histogram
+	budgetWait prometheus.Histogram
+	retries    prometheus.Counter
+	throttled  prometheus.Counter
+}
+
+func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
+	m := &clientMetrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "enricher_defender_calls_total",
+			Help: "Calls made to the Defender API, by answer (200, 404, 401, 403, 429, 5xx, other, error).",
+		}, []string{"code"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "enricher_defender_call_duration_seconds",
+			Help:    "Time from sending a Defender call to the end of its answer.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 9),
+		}),
+		budgetWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "enricher_defender_budget_wait_seconds",
+			Help:    "Time a call waited for the call budget (and any Retry-After pause).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "enricher_defender_retries_total",
+			Help: "Calls retried after a 401, 429, 5xx or transport failure.",
+		}),
+		throttled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "enricher_defender_throttled_total",
+			Help: "429 answers; each pauses every call until its Retry-After.",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.calls, m.duration, m.budgetWait, m.retries, m.throttled} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("defender: registering metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,285 @@
+// Package app wires the connector from its configuration and runs it: the
+// one place where start-up order and the reverse teardown order are visible.
+//
+// Start-up: metrics registry and HTTP endpoints; the Defender lookup stack
+// (credential, call budget, client, circuit breaker, cache); the producer;
+// the consumer; the pipeline. Teardown, bounded by ShutdownTimeout: stop
+// fetching and drain the pipeline; flush the producer; commit and leave the
+// group; close the budget; stop the HTTP server.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/defender-enricher/defender-enricher/breaker"
+	"github.com/defender-enricher/defender-enricher/budget"
+	"github.com/defender-enricher/defender-enricher/cache"
+	"github.com/defender-enricher/defender-enricher/config"
+	"github.com/defender-enricher/defender-enricher/consumer"
+	"github.com/defender-enricher/defender-enricher/defender"
+	"github.com/defender-enricher/defender-enricher/pipeline"
+	"github.com/defender-enricher/defender-enricher/producer"
+	"github.com/defender-enricher/defender-enricher/schemas"
+)
+
+// Deps are what the caller may supply instead of the configuration's
+// defaults: the demo and the tests pass the simulator's credential and
+// HTTP client.
+type Deps struct {
+	Logger     *slog.Logger
+	Credential azcore.TokenCredential // nil: built from AZURE_* per ENRICHER_AZURE_CREDENTIAL
+	HTTPClient *http.Client           // Defender and Entra calls; nil: TLS-verified default
+	Getenv     func(string) string    // AZURE_* variables; nil: os.Getenv
+	// AllowTopicCreation lets the producer create missing topics (the
+	// demo's embedded broker only).
+	AllowTopicCreation bool
+}
+
+// App is one wired connector.
+type App struct {
+	cfg      config.Config
+	log      *slog.Logger
+	registry *prometheus.Registry
+
+	budget   *budget.Window
+	breaker  *breaker.Breaker
+	cache    *cache.Cache
+	store    *cache.LRU
+	producer *producer.Producer
+	consumer *consumer.Consumer
+	pipeline *pipeline.Pipeline
+	http     *http.Server
+	httpLn   net.Listener
+	ready    atomic.Bool
+}
+
+// New builds the connector; it does no network I/O except listening on
+// HTTPAddr.
+func New(cfg config.Config, deps Deps) (_ *App, err error) {
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &App{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	reg := a.registry
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// The Defender lookup stack.
+	ep, err := defender.ResolveEndpoint(cfg.DefenderAPIURL, cfg.DefenderScope, getenv(deps)("AZURE_AUTHORITY_HOST"))
+	if err != nil {
+		return nil, err
+	}
+	cred := deps.Credential
+	if cred == nil {
+		cred, err = defender.NewCredential(cfg.AzureCredential, defender.CredentialOptions{
+			AuthorityHost:            ep.AuthorityHost,
+			DisableInstanceDiscovery: cfg.AzureDisableDiscovery,
+			HTTPClient:               deps.HTTPClient,
+			Getenv:                   deps.Getenv,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if a.budget, err = budget.New(cfg.DefenderRateLimits, nil); err != nil {
+		return nil, err
+	}
+	client, err := defender.New(defender.Options{
+		Endpoint: ep, Credential: cred, Budget: a.budget, HTTPClient: deps.HTTPClient,
+		AttemptTimeout: cfg.DefenderTimeout, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if a.breaker, err = breaker.New(client, breaker.Options{
+		Failures: uint32(cfg.BreakerFailures), Timeout: cfg.BreakerTimeout, Logger: log, Registerer: reg,
+	}); err != nil {
+		return nil, err
+	}
+	a.store = cache.NewLRU(cfg.CacheSize, max(cfg.CacheTTL, cfg.NegativeCacheTTL))
+	if a.cache, err = cache.New(a.breaker, cache.Options{
+		Store: a.store, TTL: cfg.CacheTTL, NegativeTTL: cfg.NegativeCacheTTL, Registerer: reg,
+	}); err != nil {
+		return nil, err
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "enricher_cache_entries", Help: "Alert ids whose answer is kept.",
+	}, func() float64 { return float64(a.store.Len()) }))
+
+	// Kafka.
+	dialer, transport, err := kafkaClients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if a.producer, err = producer.New(producer.Config{
+		Brokers: cfg.KafkaBrokers, Transport: transport,
+		// Room for the headers on top of the largest value written.
+		MaxMessageBytes:    cfg.MaxMessageBytes + 64<<10,
+		AllowTopicCreation: deps.AllowTopicCreation,
+		Logger:             log,
+	}); err != nil {
+		return nil, err
+	}
+	start := kafka.FirstOffset
+	if cfg.StartOffset == config.Latest {
+		start = kafka.LastOffset
+	}
+	if a.consumer, err = consumer.New(consumer.Config{
+		Brokers: cfg.KafkaBrokers, Topic: cfg.InputTopic, Group: cfg.ConsumerGroup,
+		StartOffset: start, Dialer: dialer, CommitInterval: cfg.CommitInterval,
+		MaxBytes: max(consumer.DefaultMaxBytes, 2*cfg.MaxMessageBytes), Logger: log,
+	}); err != nil {
+		_ = a.producer.Close(context.Background())
+		return nil, err
+	}
+	parser, err := schemas.NewParser(schemas.ParserConfig{IDPointer: cfg.AlertIDPointer, MaxBytes: cfg.MaxMessageBytes})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", config.Env("alert-id-pointer"), err)
+	}
+	if a.pipeline, err = pipeline.New(pipeline.Config{
+		InputTopic: cfg.InputTopic, OutputTopic: cfg.OutputTopic, DLQTopic: cfg.DLQTopic,
+		Parser: parser, Wait: cfg.OnUnavailable == config.Wait, MaxEnrichWait: cfg.MaxEnrichWait,
+		MaxInFlight: cfg.MaxInFlight, MaxMessageBytes: cfg.MaxMessageBytes,
+		DrainTimeout: cfg.ShutdownTimeout / 2, Logger: log, Registerer: reg,
+	}, a.consumer, a.cache, a.producer); err != nil {
+		return nil, err
+	}
+
+	if cfg.HTTPAddr != "" {
+		if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("%s: %w", config.Env("http-addr"), err)
+		}
+		a.http = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+	}
+	return a, nil
+}
+
+func getenv(d Deps) func(string) string {
+	if d.Getenv != nil {
+		return d.Getenv
+	}
+	return os.Getenv
+}
+
+func (a *App) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "ready (breaker %s)\n", a.breaker.State())
+	})
+	return mux
+}
+
+// HTTPAddr returns the address the HTTP endpoints listen on, or "".
+func (a *App) HTTPAddr() string {
+	if a.httpLn == nil {
+		return ""
+	}
+	return a.httpLn.Addr().String()
+}
+
+// Run runs the connector until ctx ends (then it drains, flushes, commits
+// and returns nil) or a write fails for good (then it commits only what was
+// acknowledged and returns the error).
+func (a *App) Run(ctx context.Context) error {
+	if a.http != nil {
+		go func() {
+			if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("http endpoints stopped", "error", err)
+			}
+		}()
+	}
+	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
+	commitsDone := make(chan struct{})
+	go func() {
+		defer close(commitsDone)
+		_ = a.consumer.Run(commitCtx)
+	}()
+	a.log.Info("connector started", "input", a.cfg.InputTopic, "output", a.cfg.OutputTopic, "dlq", a.cfg.DLQTopic,
+		"group", a.cfg.ConsumerGroup, "rate_limits", a.cfg.DefenderRateLimits.String(), "on_unavailable", string(a.cfg.OnUnavailable))
+	a.ready.Store(true)
+
+	runErr := a.pipeline.Run(ctx)
+	a.ready.Store(false)
+
+	// Teardown, in reverse, bounded.
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := a.producer.Close(shutdownCtx); err != nil && runErr == nil {
+		runErr = err
+	}
+	stopCommits()
+	<-commitsDone
+	// What was acknowledged is committed even after a write failure: the
+	// tracker only ever commits below the first unacknowledged message.
+	if err := a.consumer.Close(shutdownCtx); err != nil {
+		a.log.Warn("last commit failed; the uncommitted events will be consumed again", "error", err)
+	}
+	a.budget.Close()
+	if a.http != nil {
+		_ = a.http.Shutdown(shutdownCtx)
+	}
+	st := a.pipeline.Stats()
+	a.log.Info("connector stopped", "events", st.Total(), "enriched", st.Enriched, "not_found", st.NotFound,
+		"unavailable", st.Unavailable, "failed", st.Failed, "skipped", st.Skipped, "dead_letters", st.DeadLetters)
+	return runErr
+}
+
+// Stats returns the pipeline's counts.
+func (a *App) Stats() pipeline.Stats { return a.pipeline.Stats() }
+
+// Registry returns the metrics registry, for the demo's summary.
+func (a *App) Registry() *prometheus.Registry { return a.registry }
+
+// kafkaClients builds the reader's dialer and the writer's transport with
+// the same TLS and SASL settings.
+func kafkaClients(cfg config.Config) (*kafka.Dialer, *kafka.Transport, error) {
+	var tlsConfig *tls.Config
+	if cfg.KafkaTLS {
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	var mech sasl.Mechanism
+	switch cfg.KafkaSASLMechanism {
+	case config.SASLPlain:
+		mech = plain.Mechanism{Username: cfg.KafkaSASLUsername, Password: string(cfg.KafkaSASLPassword)}
+	case config.SASLScramSHA256, config.SASLScramSHA512:
+		algo := scram.SHA256
+		if cfg.KafkaSASLMechanism == config.SASLScramSHA512 {
+			algo = scram.SHA512
+		}
+		m, err := scram.Mechanism(algo, cfg.KafkaSASLUsername, string(cfg.KafkaSASLPassword))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", config.Env("kafka-sasl-mechanism"), err)
+		}
+		mech = m
+	}
+	const clientID = "defender-enricher"
+	dialer := &kafka.Dialer{ClientID: clientID, Timeout: 10 * time.Second, DualStack: true, TLS: tlsConfig, SASLMechanism: mech}
+	transport := &kafka.Transport{ClientID: clientID, DialTimeout: 10 * time.Second, TLS: tlsConfig, SASL: mech}
+	return dialer, transport, nil
+}

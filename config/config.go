@@ -1,0 +1,434 @@
+// Package config holds the connector's options: one plain struct, its
+// defaults, a loader that reads flags and ENRICHER_ variables (a flag wins
+// over its variable), and a Validate that does no I/O and names the bad
+// option in one line.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/defender-enricher/defender-enricher/budget"
+	"github.com/defender-enricher/defender-enricher/defender"
+)
+
+// Policy is what happens to an alert that cannot be enriched in time.
+type Policy string
+
+// The policies of ENRICHER_ON_UNAVAILABLE.
+const (
+	// Passthrough publishes the alert without its user, status unavailable
+	// or failed, once ENRICHER_MAX_ENRICH_WAIT has passed.
+	Passthrough Policy = "passthrough"
+	// Wait holds the alert until the API answers (found or not found).
+	Wait Policy = "wait"
+)
+
+// StartOffset is where a group with no committed offset starts.
+type StartOffset string
+
+// The values of ENRICHER_START_OFFSET.
+const (
+	Earliest StartOffset = "earliest"
+	Latest   StartOffset = "latest"
+)
+
+// SASLMechanism names a Kafka SASL mechanism.
+type SASLMechanism string
+
+// The values of ENRICHER_KAFKA_SASL_MECHANISM.
+const (
+	SASLNone        SASLMechanism = ""
+	SASLPlain       SASLMechanism = "plain"
+	SASLScramSHA256 SASLMechanism = "scram-sha-256"
+	SASLScramSHA512 SASLMechanism = "scram-sha-512"
+)
+
+// Config is every option of the connector.
+type Config struct {
+	KafkaBrokers       []string
+	KafkaTLS           bool
+	KafkaSASLMechanism SASLMechanism
+	KafkaSASLUsername  string
+	KafkaSASLPassword  Secret
+	InputTopic         string
+	OutputTopic        string
+	DLQTopic           string
+	ConsumerGroup      string
+	StartOffset        StartOffset
+	CommitInterval     time.Duration
+	MaxMessageBytes    int
+	MaxInFlight        int
+	AlertIDPointer     string
+
+	DefenderAPIURL        string
+	DefenderScope         string
+	DefenderRateLimits    budget.Limits
+	DefenderTimeout       time.Duration
+	AzureCredential       defender.CredentialKind
+	AzureDisableDiscovery bool
+
+	CacheSize        int
+	CacheTTL         time.Duration
+	NegativeCacheTTL time.Duration
+	BreakerFailures  int
+	BreakerTimeout   time.Duration
+
+	OnUnavailable   Policy
+	MaxEnrichWait   time.Duration
+	ShutdownTimeout time.Duration
+
+	HTTPAddr  string
+	LogLevel  string
+	LogFormat string
+}
+
+// Secret is a string that never prints.
+type Secret string
+
+func (Secret) String() string { return "[redacted]" }
+
+// GoString keeps %#v from printing it too.
+func (Secret) GoString() string { return "[redacted]" }
+
+// Default returns the configuration with every default set.
+func Default() Config {
+	limits, _ := budget.ParseLimits(budget.DefaultLimits)
+	return Config{
+		InputTopic:         "defender.alerts",
+		OutputTopic:        "defender.alerts.enriched",
+		DLQTopic:           "defender.alerts.dlq",
+		ConsumerGroup:      "defender-enricher",
+		StartOffset:        Earliest,
+		CommitInterval:     time.Second,
+		MaxMessageBytes:    1_000_000,
+		MaxInFlight:        1000,
+		AlertIDPointer:     "/id",
+		DefenderAPIURL:     defender.DefaultAPIURL,
+		DefenderRateLimits: limits,
+		DefenderTimeout:    15 * time.Second,
+		AzureCredential:    defender.CredentialDefault,
+		CacheSize:          20_000,
+		CacheTTL:           time.Hour,
+		NegativeCacheTTL:   5 * time.Minute,
+		BreakerFailures:    5,
+		BreakerTimeout:     30 * time.Second,
+		OnUnavailable:      Passthrough,
+		MaxEnrichWait:      10 * time.Second,
+		ShutdownTimeout:    20 * time.Second,
+		HTTPAddr:           ":8080",
+		LogLevel:           "info",
+		LogFormat:          "json",
+	}
+}
+
+// option binds one field to its flag and variable.
+type option struct {
+	name  string // flag name; the variable is ENRICHER_ + upper snake case
+	usage string
+	value flag.Value
+}
+
+// Env returns the variable of a flag name: kafka-brokers → ENRICHER_KAFKA_BROKERS.
+func Env(flagName string) string {
+	return "ENRICHER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func (c *Config) options() []option {
+	return []option{
+		{"kafka-brokers", "comma-separated bootstrap brokers (required by run)", listValue{&c.KafkaBrokers}},
+		{"kafka-tls", "connect to Kafka over TLS (roots: system, plus SSL_CERT_FILE)", boolValue{&c.KafkaTLS}},
+		{"kafka-sasl-mechanism", "SASL mechanism: plain, scram-sha-256, scram-sha-512 (empty: none)", enumValue[SASLMechanism]{&c.KafkaSASLMechanism, []SASLMechanism{SASLNone, SASLPlain, SASLScramSHA256, SASLScramSHA512}}},
+		{"kafka-sasl-username", "SASL user name", stringValue{&c.KafkaSASLUsername}},
+		{"kafka-sasl-password", "SASL password (prefer the variable to the flag: flags show in ps)", secretValue{&c.KafkaSASLPassword}},
+		{"input-topic", "topic of alert events", stringValue{&c.InputTopic}},
+		{"output-topic", "topic of enriched events", stringValue{&c.OutputTopic}},
+		{"dlq-topic", "dead-letter topic for input that cannot be processed", stringValue{&c.DLQTopic}},
+		{"consumer-group", "Kafka consumer group", stringValue{&c.ConsumerGroup}},
+		{"start-offset", "where a group with no committed offset starts: earliest or latest", enumValue[StartOffset]{&c.StartOffset, []StartOffset{Earliest, Latest}}},
+		{"commit-interval", "how often acknowledged offsets are committed", durationValue{&c.CommitInterval}},
+		{"max-message-bytes", "largest input message processed and largest record written; larger go to the DLQ as too_large", intValue{&c.MaxMessageBytes}},
+		{"max-in-flight", "events fetched but not yet acknowledged; fetching pauses at this many", intValue{&c.MaxInFlight}},
+		{"alert-id-pointer", "JSON pointer to the alert id in plain JSON objects", stringValue{&c.AlertIDPointer}},
+		{"defender-api-url", "Defender API base URL (geo hosts and government clouds too)", stringValue{&c.DefenderAPIURL}},
+		{"defender-scope", "OAuth scope of the token (default: derived from the API URL's cloud)", stringValue{&c.DefenderScope}},
+		{"defender-rate-limits", "client-side call budget, CALLS/WINDOW pairs that all hold at once; retries count", limitsValue{&c.DefenderRateLimits}},
+		{"defender-timeout", "longest one API call may take", durationValue{&c.DefenderTimeout}},
+		{"azure-credential", "default, client-secret, client-certificate, workload-identity, managed-identity, azure-cli", enumValue[defender.CredentialKind]{&c.AzureCredential, defender.CredentialKinds}},
+		{"azure-disable-instance-discovery", "trust the authority host as given (private or simulated authorities)", boolValue{&c.AzureDisableDiscovery}},
+		{"cache-size", "most alert ids whose answer is kept", intValue{&c.CacheSize}},
+		{"cache-ttl", "how long a found user is kept", durationValue{&c.CacheTTL}},
+		{"negative-cache-ttl", "how long a 404 answer is kept", durationValue{&c.NegativeCacheTTL}},
+		{"breaker-failures", "consecutive API failures that open the circuit breaker", intValue{&c.BreakerFailures}},
+		{"breaker-timeout", "how long the breaker stays open before a probe", durationValue{&c.BreakerTimeout}},
+		{"on-unavailable", "passthrough: publish without the user when the API cannot answer in time; wait: hold until it can", enumValue[Policy]{&c.OnUnavailable, []Policy{Passthrough, Wait}}},
+		{"max-enrich-wait", "longest an event waits for the call budget, an open breaker or a slow answer before passthrough", durationValue{&c.MaxEnrichWait}},
+		{"shutdown-timeout", "on SIGTERM, longest wait for in-flight events before they are left to be consumed again", durationValue{&c.ShutdownTimeout}},
+		{"http-addr", "address of /metrics, /healthz and /readyz (empty: off)", stringValue{&c.HTTPAddr}},
+		{"log-level", "debug, info, warn or error", enumValue[string]{&c.LogLevel, []string{"debug", "info", "warn", "error"}}},
+		{"log-format", "json or text", enumValue[string]{&c.LogFormat, []string{"json", "text"}}},
+	}
+}
+
+// Load builds a Config from defaults, then ENRICHER_ variables (getenv),
+// then flags (args), and validates it. fs may carry extra flags of the
+// subcommand; Load adds the options to it and parses args with it. Usage
+// goes to out.
+func Load(fs *flag.FlagSet, args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	c := Default()
+	opts := c.options()
+	for _, o := range opts {
+		fs.Var(o.value, o.name, o.usage+" ("+Env(o.name)+")")
+	}
+	fs.SetOutput(out)
+	for _, o := range opts {
+		if v := getenv(Env(o.name)); v != "" {
+			if err := o.value.Set(v); err != nil {
+				return c, fmt.Errorf("%s: %v", Env(o.name), err)
+			}
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks every option without I/O and returns one line naming the
+// first bad one.
+func (c *Config) Validate() error {
+	bad := func(name, format string, a ...any) error {
+		return fmt.Errorf("%s (--%s): %s", Env(name), name, fmt.Sprintf(format, a...))
+	}
+	for _, b := range c.KafkaBrokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			return bad("kafka-brokers", "%q is not host:port", b)
+		}
+	}
+	for name, topic := range map[string]string{"input-topic": c.InputTopic, "output-topic": c.OutputTopic, "dlq-topic": c.DLQTopic} {
+		if err := validTopic(topic); err != nil {
+			return bad(name, "%v", err)
+		}
+	}
+	if c.InputTopic == c.OutputTopic || c.InputTopic == c.DLQTopic {
+		return bad("input-topic", "%q is also the output or dead-letter topic: the connector would consume its own output", c.InputTopic)
+	}
+	if c.ConsumerGroup == "" {
+		return bad("consumer-group", "must not be empty")
+	}
+	if (c.KafkaSASLMechanism == SASLNone) != (c.KafkaSASLUsername == "") {
+		return bad("kafka-sasl-mechanism", "set it together with ENRICHER_KAFKA_SASL_USERNAME and ENRICHER_KAFKA_SASL_PASSWORD")
+	}
+	checks := []struct {
+		name string
+		ok   bool
+		want string
+	}{
+		{"commit-interval", c.CommitInterval >= 10*time.Millisecond, "at least 10ms"},
+		{"max-message-bytes", c.MaxMessageBytes >= 1024 && c.MaxMessageBytes <= 100<<20, "from 1024 to 104857600"},
+		{"max-in-flight", c.MaxInFlight >= 1 && c.MaxInFlight <= 1_000_000, "from 1 to 1000000"},
+		{"defender-timeout", c.DefenderTimeout >= 100*time.Millisecond, "at least 100ms"},
+		{"cache-size", c.CacheSize >= 1, "at least 1"},
+		{"cache-ttl", c.CacheTTL >= time.Second, "at least 1s"},
+		{"negative-cache-ttl", c.NegativeCacheTTL >= time.Second, "at least 1s"},
+		{"breaker-failures", c.BreakerFailures >= 1, "at least 1"},
+		{"breaker-timeout", c.BreakerTimeout >= 100*time.Millisecond, "at least 100ms"},
+		{"max-enrich-wait", c.MaxEnrichWait >= 10*time.Millisecond, "at least 10ms"},
+		{"shutdown-timeout", c.ShutdownTimeout >= 100*time.Millisecond, "at least 100ms"},
+		{"defender-rate-limits", len(c.DefenderRateLimits) > 0, "at least one CALLS/WINDOW pair such as 100/1m"},
+	}
+	for _, ch := range checks {
+		if !ch.ok {
+			return bad(ch.name, "must be %s", ch.want)
+		}
+	}
+	if c.AlertIDPointer != "" && !strings.HasPrefix(c.AlertIDPointer, "/") {
+		return bad("alert-id-pointer", "%q is not a JSON pointer: it starts with / such as /id or /data/alertId", c.AlertIDPointer)
+	}
+	if _, err := defender.ResolveEndpoint(c.DefenderAPIURL, c.DefenderScope, ""); err != nil {
+		return errors.New(err.Error())
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			return bad("http-addr", "%q is not [host]:port", c.HTTPAddr)
+		}
+	}
+	return nil
+}
+
+// RequireBrokers is the run subcommand's extra check.
+func (c *Config) RequireBrokers() error {
+	if len(c.KafkaBrokers) == 0 {
+		return fmt.Errorf("%s (--kafka-brokers) is required: the comma-separated bootstrap brokers, such as kafka-1:9092,kafka-2:9092", Env("kafka-brokers"))
+	}
+	return nil
+}
+
+func validTopic(t string) error {
+	if t == "" {
+		return errors.New("must not be empty")
+	}
+	if len(t) > 249 || t == "." || t == ".." {
+		return fmt.Errorf("%q is not a valid Kafka topic name", t)
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("%q is not a valid Kafka topic name (letters, digits, '.', '_', '-')", t)
+		}
+	}
+	return nil
+}
+
+// Names lists every flag name, sorted, for documentation tests.
+func Names() []string {
+	c := Default()
+	var names []string
+	for _, o := range c.options() {
+		names = append(names, o.name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Describe returns each option's variable, default and usage in order, for
+// the README's table and --help.
+func Describe() [][3]string {
+	c := Default()
+	var rows [][3]string
+	for _, o := range c.options() {
+		rows = append(rows, [3]string{Env(o.name), o.value.String(), o.usage})
+	}
+	return rows
+}
+
+type stringValue struct{ p *string }
+
+func (v stringValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+func (v stringValue) Set(s string) error { *v.p = strings.TrimSpace(s); return nil }
+
+type secretValue struct{ p *Secret }
+
+func (v secretValue) String() string     { return "" }
+func (v secretValue) Set(s string) error { *v.p = Secret(s); return nil }
+
+type boolValue struct{ p *bool }
+
+func (v boolValue) String() string {
+	if v.p == nil {
+		return "false"
+	}
+	return strconv.FormatBool(*v.p)
+}
+func (v boolValue) Set(s string) error {
+	b, err := strconv.ParseBool(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("%q is not true or false", s)
+	}
+	*v.p = b
+	return nil
+}
+func (v boolValue) IsBoolFlag() bool { return true }
+
+type intValue struct{ p *int }
+
+func (v intValue) String() string {
+	if v.p == nil {
+		return "0"
+	}
+	return strconv.Itoa(*v.p)
+}
+func (v intValue) Set(s string) error {
+	n, err := strconv.Atoi(strings.ReplaceAll(strings.TrimSpace(s), "_", ""))
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number", s)
+	}
+	*v.p = n
+	return nil
+}
+
+type durationValue struct{ p *time.Duration }
+
+func (v durationValue) String() string {
+	if v.p == nil {
+		return "0s"
+	}
+	return v.p.String()
+}
+func (v durationValue) Set(s string) error {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as 10s, 5m or 1h", s)
+	}
+	*v.p = d
+	return nil
+}
+
+type listValue struct{ p *[]string }
+
+func (v listValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strings.Join(*v.p, ",")
+}
+func (v listValue) Set(s string) error {
+	*v.p = nil
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*v.p = append(*v.p, part)
+		}
+	}
+	return nil
+}
+
+type limitsValue struct{ p *budget.Limits }
+
+func (v limitsValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.p.String()
+}
+func (v limitsValue) Set(s string) error {
+	l, err := budget.ParseLimits(s)
+	if err != nil {
+		return err
+	}
+	*v.p = l
+	return nil
+}
+
+type enumValue[T ~string] struct {
+	p       *T
+	allowed []T
+}
+
+func (v enumValue[T]) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return string(*v.p)
+}
+func (v enumValue[T]) Set(s string) error {
+	s = strings.ToLower(strings.TrimSpace(s))
+	for _, a := range v.allowed {
+		if string(a) == s {
+			*v.p = a
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %v", s, v.allowed)
+}

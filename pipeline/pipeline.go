@@ -1,0 +1,489 @@
+// Package pipeline ties the connector together: it fetches alert messages,
+// splits them into events, enriches each with the user related to its alert,
+// and publishes the result, acknowledging each input message once everything
+// that came out of it is written.
+//
+// Guarantees:
+//   - At least once: a message is acknowledged to the consumer (and so may be
+//     committed) only after the output or dead-letter topic acknowledged every
+//     event from it. Bad input goes to the dead-letter topic with a reason and
+//     never stops the partition.
+//   - Events of one alert id are published in the order they were fetched.
+//   - No head-of-line blocking: an event waits only for its own lookup and for
+//     earlier events of the same alert id, never for another alert's call.
+//     Answers already in the cache are used at once, on the fetch loop.
+//   - Bounded memory: at most MaxInFlight events are between fetch and
+//     acknowledgement; when full, fetching pauses. Nothing is dropped.
+//   - With the passthrough policy an alert whose lookup takes longer than
+//     MaxEnrichWait is published with status unavailable (or failed when the
+//     API kept failing), without its user. With the wait policy it is held
+//     until the API gives an answer (found or not found).
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/defender-enricher/defender-enricher/cache"
+	"github.com/defender-enricher/defender-enricher/consumer"
+	"github.com/defender-enricher/defender-enricher/defender"
+	"github.com/defender-enricher/defender-enricher/producer"
+	"github.com/defender-enricher/defender-enricher/schemas"
+)
+
+// Source is where messages come from: *consumer.Consumer.
+type Source interface {
+	Fetch(ctx context.Context) (*consumer.Message, error)
+}
+
+// Sink is where records go: *producer.Producer.
+type Sink interface {
+	Send(producer.Record)
+	Err() <-chan error
+}
+
+// Lookup finds the user of an alert: *cache.Cache.
+type Lookup interface {
+	// Cached answers from the cache alone; ok is false on a miss.
+	Cached(alertID string) (u *defender.User, err error, ok bool)
+	Lookup(ctx context.Context, alertID string) (cache.Result, error)
+}
+
+// Config configures a Pipeline.
+type Config struct {
+	InputTopic, OutputTopic, DLQTopic string
+	Parser                            *schemas.Parser
+	// Wait holds events until the API answers instead of passing them
+	// through after MaxEnrichWait.
+	Wait            bool
+	MaxEnrichWait   time.Duration // default 10s
+	MaxInFlight     int           // default 1000
+	MaxMessageBytes int           // largest record written; default 1,000,000
+	// DrainTimeout bounds the wait for in-flight events once fetching
+	// stopped; events still waiting then are left unacknowledged, to be
+	// consumed again. Default 20s.
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+	Registerer   prometheus.Registerer
+}
+
+// Pipeline is the connector's event loop. Run it once.
+type Pipeline struct {
+	cfg    Config
+	in     Source
+	lookup Lookup
+	out    Sink
+	log    *slog.Logger
+
+	slots  chan struct{} // one per event in flight
+	mu     sync.Mutex
+	chains map[string]chain // per alert id, events not yet sent, in fetch order
+
+	bufs    sync.Pool
+	stats   counters
+	metrics *metrics
+}
+
+type chain struct{ head, tail *event }
+
+// New returns a Pipeline; it does no I/O.
+func New(cfg Config, in Source, lookup Lookup, out Sink) (*Pipeline, error) {
+	if cfg.Parser == nil {
+		return nil, errors.New("pipeline: Parser is required")
+	}
+	if cfg.InputTopic == "" || cfg.OutputTopic == "" || cfg.DLQTopic == "" {
+		return nil, errors.New("pipeline: input, output and dead-letter topics are required")
+	}
+	if cfg.MaxEnrichWait <= 0 {
+		cfg.MaxEnrichWait = 10 * time.Second
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1000
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 1_000_000
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 20 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pipeline{
+		cfg: cfg, in: in, lookup: lookup, out: out, log: cfg.Logger,
+		slots:  make(chan struct{}, cfg.MaxInFlight),
+		chains: make(map[string]chain),
+	}
+	p.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
+	m, err := newMetrics(cfg.Registerer, p)
+	if err != nil {
+		return nil, err
+	}
+	p.metrics = m
+	return p, nil
+}
+
+// Run fetches and processes messages until ctx ends or a write fails for
+// good. Then it stops fetching, waits up to DrainTimeout for events in
+// flight, and returns: nil after ctx ended, the write error otherwise. The
+// caller then closes the producer (flush) and the consumer (last commit).
+func (p *Pipeline) Run(ctx context.Context) error {
+	// Lookups outlive ctx until the drain ends: a SIGTERM should let an
+	// alert whose answer is on its way be published, not thrown back.
+	work, abandon := context.WithCancel(context.WithoutCancel(ctx))
+	defer abandon()
+	fetchCtx, stopFetching := context.WithCancel(ctx)
+	defer stopFetching()
+
+	var writeErr error
+	var writeErrOnce sync.Once
+	go func() {
+		select {
+		case err := <-p.out.Err():
+			writeErrOnce.Do(func() { writeErr = err })
+			stopFetching()
+		case <-fetchCtx.Done():
+		}
+	}()
+
+	var events []schemas.Event
+	var runErr error
+	for {
+		msg, err := p.in.Fetch(fetchCtx)
+		if err != nil {
+			if fetchCtx.Err() == nil {
+				runErr = fmt.Errorf("fetching from topic %q: %w", p.cfg.InputTopic, err)
+			}
+			break
+		}
+		events = p.handle(fetchCtx, work, msg, events[:0])
+	}
+	stopFetching()
+	if err := p.drain(); err != nil {
+		p.log.Warn("shutdown: events still in flight were left to be consumed again", "in_flight", len(p.slots), "error", err)
+	}
+	abandon()
+	writeErrOnce.Do(func() {})
+	if writeErr != nil {
+		return writeErr
+	}
+	return runErr
+}
+
+func (p *Pipeline) drain() error {
+	deadline := time.Now().Add(p.cfg.DrainTimeout)
+	for len(p.slots) > 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still %d after %v", len(p.slots), p.cfg.DrainTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// event is one alert (or one envelope record) between fetch and
+// acknowledgement.
+type event struct {
+	p       *Pipeline
+	msg     *consumer.Message
+	alertID string
+	alert   []byte
+	record  int
+	reject  schemas.Reason
+	detail  string
+	status  schemas.Status
+	source  schemas.Source
+	user    []byte
+	errText string
+	fetched time.Time
+	ready   bool   // guarded by Pipeline.mu
+	next    *event // guarded by Pipeline.mu
+	buf     *[]byte
+}
+
+func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message, events []schemas.Event) []schemas.Event {
+	events = p.cfg.Parser.Parse(msg.Value, events)
+	msg.Expect(len(events))
+	now := time.Now()
+	for i := range events {
+		select {
+		case p.slots <- struct{}{}:
+		case <-fetchCtx.Done():
+			// Stopping while this message waits for room: its remaining
+			// events are not processed, so it is never acknowledged and will
+			// be consumed again.
+			return events
+		}
+		ev := &events[i]
+		e := &event{p: p, msg: msg, alertID: ev.AlertID, alert: ev.Alert, record: ev.Record, reject: ev.Reject, detail: ev.Detail, fetched: now}
+		switch {
+		case ev.Reject != "":
+			p.deadLetter(e)
+		case ev.Skip:
+			e.status = schemas.StatusSkipped
+			p.enqueue(e)
+			p.complete(e)
+		default:
+			p.enqueue(e)
+			if u, err, ok := p.lookup.Cached(e.alertID); ok {
+				e.settle(cache.Result{User: u, Cached: true}, err)
+				p.complete(e)
+				continue
+			}
+			go p.enrich(work, e)
+		}
+	}
+	return events
+}
+
+// enrich looks the user up off the fetch loop and completes the event.
+func (p *Pipeline) enrich(work context.Context, e *event) {
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := work, context.CancelFunc(func() {})
+		if !p.cfg.Wait {
+			ctx, cancel = context.WithTimeout(work, p.cfg.MaxEnrichWait)
+		}
+		r, err := p.lookup.Lookup(ctx, e.alertID)
+		cancel()
+		if work.Err() != nil {
+			return // shutting down: left unacknowledged, consumed again later
+		}
+		e.settle(r, err)
+		if p.cfg.Wait && (e.status == schemas.StatusUnavailable || e.status == schemas.StatusFailed) {
+			// Hold the event: try again after a pause that grows to 30s.
+			pause := min(time.Second<<min(attempt, 5), 30*time.Second)
+			select {
+			case <-time.After(pause):
+				continue
+			case <-work.Done():
+				return
+			}
+		}
+		p.metrics.lookupSeconds.Observe(time.Since(start).Seconds())
+		p.complete(e)
+		return
+	}
+}
+
+// settle turns a lookup's answer into the event's enrichment.
+func (e *event) settle(r cache.Result, err error) {
+	e.source = schemas.SourceAPI
+	if r.Cached {
+		e.source = schemas.SourceCache
+	}
+	switch {
+	case err == nil:
+		e.status, e.user = schemas.StatusEnriched, r.User.JSON
+	case errors.Is(err, defender.ErrNotFound):
+		e.status = schemas.StatusNotFound
+	case errors.Is(err, defender.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		e.status, e.source, e.errText = schemas.StatusUnavailable, schemas.SourceNone, err.Error()
+	default:
+		e.status, e.source, e.errText = schemas.StatusFailed, schemas.SourceNone, err.Error()
+	}
+}
+
+// enqueue appends e to its alert id's chain.
+func (p *Pipeline) enqueue(e *event) {
+	p.mu.Lock()
+	c, ok := p.chains[e.alertID]
+	if ok {
+		c.tail.next = e
+		c.tail = e
+	} else {
+		c = chain{head: e, tail: e}
+	}
+	p.chains[e.alertID] = c
+	p.mu.Unlock()
+}
+
+// complete marks e ready and sends every ready event at the head of its
+// chain, so that one alert id's events leave in fetch order.
+func (p *Pipeline) complete(e *event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e.ready = true
+	c := p.chains[e.alertID]
+	for c.head != nil && c.head.ready {
+		h := c.head
+		c.head = h.next
+		h.next = nil
+		p.publish(h)
+	}
+	if c.head == nil {
+		delete(p.chains, e.alertID)
+	} else {
+		p.chains[e.alertID] = c
+	}
+}
+
+func (p *Pipeline) publish(e *event) {
+	e.buf = p.bufs.Get().(*[]byte)
+	value := schemas.AppendOutput((*e.buf)[:0], e.alertID, e.alert, e.user, schemas.Enrichment{
+		Status: e.status, Source: e.source, EnrichedAt: time.Now(), Error: e.errText,
+	}, schemas.Origin{Topic: e.msg.Topic, Partition: e.msg.Partition, Offset: e.msg.Offset})
+	*e.buf = value
+	if len(value)+len(e.alertID) > p.cfg.MaxMessageBytes {
+		p.putBuf(e)
+		e.reject = schemas.ReasonTooLarge
+		e.detail = fmt.Sprintf("the enriched event is %d bytes, over ENRICHER_MAX_MESSAGE_BYTES (%d)", len(value), p.cfg.MaxMessageBytes)
+		p.deadLetter(e)
+		return
+	}
+	p.out.Send(producer.Record{Topic: p.cfg.OutputTopic, Key: []byte(e.alertID), Value: value, Headers: e.msg.Headers, Ack: e})
+}
+
+// deadLetter sends e's input, as it came, to the dead-letter topic with the
+// reason in headers (and Kafka Connect's origin headers).
+func (p *Pipeline) deadLetter(e *event) {
+	m := e.msg
+	value := m.Value
+	if e.record >= 0 {
+		value = e.alert
+	}
+	headers := make([]kafka.Header, 0, len(m.Headers)+7)
+	headers = append(headers, m.Headers...)
+	headers = append(headers,
+		kafka.Header{Key: schemas.HeaderReason, Value: []byte(e.reject)},
+		kafka.Header{Key: schemas.HeaderMessage, Value: []byte(e.detail)},
+		kafka.Header{Key: schemas.HeaderTopic, Value: []byte(m.Topic)},
+		kafka.Header{Key: schemas.HeaderPartition, Value: strconv.AppendInt(nil, int64(m.Partition), 10)},
+		kafka.Header{Key: schemas.HeaderOffset, Value: strconv.AppendInt(nil, m.Offset, 10)},
+	)
+	if e.record >= 0 {
+		headers = append(headers, kafka.Header{Key: schemas.HeaderRecord, Value: strconv.AppendInt(nil, int64(e.record), 10)})
+	}
+	// A message too large to process may also be too large to write: keep
+	// what fits and say how long it was.
+	if room := p.cfg.MaxMessageBytes - len(m.Key) - 1024; len(value) > room {
+		headers = append(headers, kafka.Header{Key: HeaderTruncated, Value: strconv.AppendInt(nil, int64(len(value)), 10)})
+		value = value[:max(room, 0)]
+	}
+	p.metrics.deadLetters.WithLabelValues(string(e.reject)).Inc()
+	p.log.Warn("dead letter", "reason", string(e.reject), "detail", e.detail, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "record", e.record)
+	p.out.Send(producer.Record{Topic: p.cfg.DLQTopic, Key: m.Key, Value: value, Headers: headers, Ack: e})
+}
+
+// HeaderTruncated is added to a dead letter whose value was cut to fit,
+// with the original length.
+const HeaderTruncated = "enricher.error.truncated"
+
+// Acked is called by the producer once e's record is written.
+func (e *event) Acked() {
+	p := e.p
+	if e.reject != "" {
+		p.stats.deadLetters.Add(1)
+	} else {
+		p.stats.count(e.status)
+		if e.source == schemas.SourceCache {
+			p.stats.fromCache.Add(1)
+		}
+		p.metrics.events.WithLabelValues(string(e.status)).Inc()
+		p.metrics.latency.Observe(time.Since(e.fetched).Seconds())
+	}
+	p.putBuf(e)
+	e.msg.Done()
+	<-p.slots
+}
+
+func (p *Pipeline) putBuf(e *event) {
+	if e.buf != nil && cap(*e.buf) <= 64<<10 {
+		p.bufs.Put(e.buf)
+	}
+	e.buf = nil
+}
+
+// Stats are the pipeline's counts of acknowledged events since start.
+type Stats struct {
+	Enriched, NotFound, Unavailable, Failed, Skipped, DeadLetters int64
+	// FromCache counts the enriched and not-found events answered by the
+	// cache without a call of their own.
+	FromCache int64
+	InFlight  int
+}
+
+// Total is every event acknowledged.
+func (s Stats) Total() int64 {
+	return s.Enriched + s.NotFound + s.Unavailable + s.Failed + s.Skipped + s.DeadLetters
+}
+
+type counters struct {
+	enriched, notFound, unavailable, failed, skipped, deadLetters, fromCache atomic.Int64
+}
+
+func (c *counters) count(s schemas.Status) {
+	switch s {
+	case schemas.StatusEnriched:
+		c.enriched.Add(1)
+	case schemas.StatusNotFound:
+		c.notFound.Add(1)
+	case schemas.StatusUnavailable:
+		c.unavailable.Add(1)
+	case schemas.StatusFailed:
+		c.failed.Add(1)
+	case schemas.StatusSkipped:
+		c.skipped.Add(1)
+	}
+}
+
+// Stats returns the counts so far.
+func (p *Pipeline) Stats() Stats {
+	return Stats{
+		Enriched: p.stats.enriched.Load(), NotFound: p.stats.notFound.Load(),
+		Unavailable: p.stats.unavailable.Load(), Failed: p.stats.failed.Load(),
+		Skipped: p.stats.skipped.Load(), DeadLetters: p.stats.deadLetters.Load(),
+		FromCache: p.stats.fromCache.Load(), InFlight: len(p.slots),
+	}
+}
+
+type metrics struct {
+	events        *prometheus.CounterVec
+	deadLetters   *prometheus.CounterVec
+	latency       prometheus.Histogram
+	lookupSeconds prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer, p *Pipeline) (*metrics, error) {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "enricher_events_total",
+			Help: "Events published to the output topic, by enrichment status.",
+		}, []string{"status"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "enricher_dead_letters_total",
+			Help: "Messages or envelope records sent to the dead-letter topic, by reason.",
+		}, []string{"reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "enricher_event_latency_seconds",
+			Help:    "Time from fetch to acknowledgement by the output topic.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 3, 12),
+		}),
+		lookupSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "enricher_lookup_wait_seconds",
+			Help:    "Time events that missed the cache waited for their lookup.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 3, 10),
+		}),
+	}
+	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "enricher_events_in_flight",
+		Help: "Events fetched and not yet acknowledged by the output.",
+	}, func() float64 { return float64(len(p.slots)) })
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.events, m.deadLetters, m.latency, m.lookupSeconds, inFlight} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("pipeline: registering metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

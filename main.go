@@ -38,7 +38,7 @@ with the user related to each alert.
 
 Usage:
   defender-enricher run      [flags]   the connector (until SIGINT/SIGTERM)
-  defender-enricher demo     [--events N]   the whole pipeline on an embedded broker and simulator
+  defender-enricher demo     [--events N] [--json]   the whole pipeline on an embedded broker and simulator
   defender-enricher check    [flags]   preflight: brokers, topics, token, one API call
   defender-enricher version
 
@@ -134,6 +134,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	events := fs.Int("events", 300, "stop after this many events were published (output and dead letters)")
 	rate := fs.Int("rate", 100, "alerts generated per second")
 	verbose := fs.Bool("v", false, "show the connector's own logs")
+	raw := fs.Bool("json", false, "print output records as they are on the topic")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -148,7 +149,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *verbose {
 		logOut = stderr
 	}
-	if err := demo.Run(ctx, demo.Options{Events: *events, Rate: *rate, Out: stdout, Log: logOut}); err != nil {
+	if err := demo.Run(ctx, demo.Options{Events: *events, Rate: *rate, Out: stdout, Log: logOut, JSON: *raw}); err != nil {
 		fmt.Fprintf(stderr, "defender-enricher demo: %v\n", err)
 		return 1
 	}

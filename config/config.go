@@ -170,7 +170,7 @@ func (c *Config) options() []option {
 		{"breaker-failures", "consecutive API failures that open the circuit breaker", intValue{&c.BreakerFailures}},
 		{"breaker-timeout", "how long the breaker stays open before a probe", durationValue{&c.BreakerTimeout}},
 		{"on-unavailable", "passthrough: publish without the user when the API cannot answer in time; wait: hold until it can", enumValue[Policy]{&c.OnUnavailable, []Policy{Passthrough, Wait}}},
-		{"max-enrich-wait", "longest an event waits for the call budget, an open breaker or a slow answer before passthrough", durationValue{&c.MaxEnrichWait}},
+		{"max-enrich-wait", "longest an event waits for its lookup (call budget, Retry-After pause, slow answer) before passthrough; an open breaker passes it through at once", durationValue{&c.MaxEnrichWait}},
 		{"shutdown-timeout", "on SIGTERM, longest wait for in-flight events before they are left to be consumed again", durationValue{&c.ShutdownTimeout}},
 		{"http-addr", "address of /metrics, /healthz and /readyz (empty: off)", stringValue{&c.HTTPAddr}},
 		{"log-level", "debug, info, warn or error", enumValue[string]{&c.LogLevel, []string{"debug", "info", "warn", "error"}}},
@@ -254,7 +254,7 @@ func (c *Config) Validate() error {
 		return bad("alert-id-pointer", "%q is not a JSON pointer: it starts with / such as /id or /data/alertId", c.AlertIDPointer)
 	}
 	if _, err := defender.ResolveEndpoint(c.DefenderAPIURL, c.DefenderScope, ""); err != nil {
-		return errors.New(err.Error())
+		return err
 	}
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {

@@ -35,6 +35,7 @@ type Options struct {
 	Out    io.Writer // the event stream and the summary
 	Log    io.Writer // the connector's own logs; nil discards them
 	Seed   uint64    // generator seed; 0 means a fixed default
+	JSON   bool      // print each output record as it is on the topic
 }
 
 const (
@@ -127,7 +128,7 @@ func Run(ctx context.Context, o Options) error {
 
 	start := time.Now()
 	var printed atomic.Int64
-	readErr := watch(runCtx, cfg.KafkaBrokers, out, o.Events, &printed)
+	readErr := watch(runCtx, cfg.KafkaBrokers, out, o.Events, o.JSON, &printed)
 	elapsed := time.Since(start)
 	stop()
 	<-genDone
@@ -160,7 +161,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // watch prints what the connector publishes until n records were seen.
-func watch(ctx context.Context, brokers []string, out io.Writer, n int, seen *atomic.Int64) error {
+func watch(ctx context.Context, brokers []string, out io.Writer, n int, raw bool, seen *atomic.Int64) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(outputTopic, dlqTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
@@ -177,6 +178,10 @@ func watch(ctx context.Context, brokers []string, out io.Writer, n int, seen *at
 				return
 			}
 			seen.Add(1)
+			if raw && r.Topic == outputTopic {
+				fmt.Fprintln(out, string(r.Value))
+				return
+			}
 			fmt.Fprintln(out, describe(r))
 		})
 	}

@@ -110,7 +110,7 @@ func (g *generator) pick() string {
 
 func (g *generator) alertObject(id string, now time.Time) []byte {
 	t := titles[g.rng.IntN(len(titles))]
-	machine := fmt.Sprintf("%040x", g.rng.Uint64())
+	machine := fmt.Sprintf("%016x%016x%08x", g.rng.Uint64(), g.rng.Uint64(), g.rng.Uint32())
 	alert := map[string]any{
 		"id":                 id,
 		"incidentId":         100000 + g.rng.IntN(900000),

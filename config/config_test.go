@@ -1,0 +1,157 @@
+package config
+
+import (
+	"flag"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func load(t *testing.T, env map[string]string, args ...string) (Config, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	return Load(fs, args, func(k string) string { return env[k] }, io.Discard)
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	c, err := load(t, nil)
+	if err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	if c.InputTopic != "defender.alerts" || c.OutputTopic != "defender.alerts.enriched" || c.DLQTopic != "defender.alerts.dlq" ||
+		c.ConsumerGroup != "defender-enricher" || c.StartOffset != Earliest || c.OnUnavailable != Passthrough ||
+		c.DefenderRateLimits.String() != "100/1m,1500/1h" || c.HTTPAddr != ":8080" || c.AzureCredential != "default" {
+		t.Errorf("defaults differ from the contract: %+v", c)
+	}
+	if err := c.RequireBrokers(); err == nil || !strings.Contains(err.Error(), "ENRICHER_KAFKA_BROKERS") {
+		t.Errorf("RequireBrokers without brokers = %v", err)
+	}
+}
+
+func TestFlagWinsOverVariable(t *testing.T) {
+	c, err := load(t, map[string]string{"ENRICHER_INPUT_TOPIC": "from-env", "ENRICHER_CACHE_TTL": "2h"}, "--input-topic", "from-flag")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.InputTopic != "from-flag" {
+		t.Errorf("InputTopic = %q, want the flag's value", c.InputTopic)
+	}
+	if c.CacheTTL != 2*time.Hour {
+		t.Errorf("CacheTTL = %v, want the variable's value", c.CacheTTL)
+	}
+}
+
+func TestParsesEveryKind(t *testing.T) {
+	c, err := load(t, map[string]string{
+		"ENRICHER_KAFKA_BROKERS":                    "k1:9092, k2:9093,",
+		"ENRICHER_KAFKA_TLS":                        "true",
+		"ENRICHER_KAFKA_SASL_MECHANISM":             "SCRAM-SHA-512",
+		"ENRICHER_KAFKA_SASL_USERNAME":              "svc",
+		"ENRICHER_KAFKA_SASL_PASSWORD":              "hunter2",
+		"ENRICHER_DEFENDER_RATE_LIMITS":             "5/1s,20/10s",
+		"ENRICHER_START_OFFSET":                     "latest",
+		"ENRICHER_ON_UNAVAILABLE":                   "wait",
+		"ENRICHER_CACHE_SIZE":                       "50_000",
+		"ENRICHER_AZURE_DISABLE_INSTANCE_DISCOVERY": "true",
+		"ENRICHER_DEFENDER_API_URL":                 "https://api-gov.securitycenter.microsoft.us",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.KafkaBrokers, "|"); got != "k1:9092|k2:9093" {
+		t.Errorf("KafkaBrokers = %q", got)
+	}
+	if !c.KafkaTLS || c.KafkaSASLMechanism != SASLScramSHA512 || c.KafkaSASLUsername != "svc" || string(c.KafkaSASLPassword) != "hunter2" {
+		t.Errorf("Kafka security options: %+v", c)
+	}
+	if c.DefenderRateLimits.String() != "5/1s,20/10s" || c.StartOffset != Latest || c.OnUnavailable != Wait || c.CacheSize != 50000 || !c.AzureDisableDiscovery {
+		t.Errorf("options: %+v", c)
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	c := Default()
+	c.KafkaSASLPassword = "hunter2"
+	for _, s := range []string{c.KafkaSASLPassword.String(), c.KafkaSASLPassword.GoString()} {
+		if strings.Contains(s, "hunter2") {
+			t.Fatalf("secret printed: %q", s)
+		}
+	}
+	if got := strings.Join(func() []string {
+		var out []string
+		for _, r := range Describe() {
+			out = append(out, r[1])
+		}
+		return out
+	}(), " "); strings.Contains(got, "hunter2") {
+		t.Fatal("secret in Describe")
+	}
+}
+
+// TestBadOptions: every bad value stops start-up with one line that names
+// the option.
+func TestBadOptions(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		args []string
+		name string // the variable the error must name
+	}{
+		{env: map[string]string{"ENRICHER_CACHE_TTL": "banana"}, name: "ENRICHER_CACHE_TTL"},
+		{env: map[string]string{"ENRICHER_CACHE_TTL": "0s"}, name: "ENRICHER_CACHE_TTL"},
+		{env: map[string]string{"ENRICHER_NEGATIVE_CACHE_TTL": "-1m"}, name: "ENRICHER_NEGATIVE_CACHE_TTL"},
+		{env: map[string]string{"ENRICHER_CACHE_SIZE": "0"}, name: "ENRICHER_CACHE_SIZE"},
+		{env: map[string]string{"ENRICHER_CACHE_SIZE": "many"}, name: "ENRICHER_CACHE_SIZE"},
+		{env: map[string]string{"ENRICHER_KAFKA_BROKERS": "no-port"}, name: "ENRICHER_KAFKA_BROKERS"},
+		{env: map[string]string{"ENRICHER_INPUT_TOPIC": "bad topic"}, name: "ENRICHER_INPUT_TOPIC"},
+		{env: map[string]string{"ENRICHER_OUTPUT_TOPIC": ""}, name: ""}, // empty variable means unset: default kept
+		{env: map[string]string{"ENRICHER_OUTPUT_TOPIC": "defender.alerts"}, name: "ENRICHER_INPUT_TOPIC"},
+		{env: map[string]string{"ENRICHER_START_OFFSET": "middle"}, name: "ENRICHER_START_OFFSET"},
+		{env: map[string]string{"ENRICHER_ON_UNAVAILABLE": "drop"}, name: "ENRICHER_ON_UNAVAILABLE"},
+		{env: map[string]string{"ENRICHER_AZURE_CREDENTIAL": "password"}, name: "ENRICHER_AZURE_CREDENTIAL"},
+		{env: map[string]string{"ENRICHER_DEFENDER_RATE_LIMITS": "100"}, name: "ENRICHER_DEFENDER_RATE_LIMITS"},
+		{env: map[string]string{"ENRICHER_DEFENDER_RATE_LIMITS": "0/1m"}, name: "ENRICHER_DEFENDER_RATE_LIMITS"},
+		{env: map[string]string{"ENRICHER_DEFENDER_API_URL": "http://api.securitycenter.microsoft.com"}, name: "ENRICHER_DEFENDER_API_URL"},
+		{env: map[string]string{"ENRICHER_DEFENDER_API_URL": "https://evil.example"}, name: "ENRICHER_DEFENDER_SCOPE"},
+		{env: map[string]string{"ENRICHER_DEFENDER_SCOPE": "not-a-scope"}, name: "ENRICHER_DEFENDER_SCOPE"},
+		{env: map[string]string{"ENRICHER_MAX_ENRICH_WAIT": "1ms"}, name: "ENRICHER_MAX_ENRICH_WAIT"},
+		{env: map[string]string{"ENRICHER_MAX_IN_FLIGHT": "0"}, name: "ENRICHER_MAX_IN_FLIGHT"},
+		{env: map[string]string{"ENRICHER_MAX_MESSAGE_BYTES": "10"}, name: "ENRICHER_MAX_MESSAGE_BYTES"},
+		{env: map[string]string{"ENRICHER_ALERT_ID_POINTER": "id"}, name: "ENRICHER_ALERT_ID_POINTER"},
+		{env: map[string]string{"ENRICHER_KAFKA_SASL_MECHANISM": "plain"}, name: "ENRICHER_KAFKA_SASL_MECHANISM"},
+		{env: map[string]string{"ENRICHER_KAFKA_TLS": "maybe"}, name: "ENRICHER_KAFKA_TLS"},
+		{env: map[string]string{"ENRICHER_HTTP_ADDR": "8080"}, name: "ENRICHER_HTTP_ADDR"},
+		{env: map[string]string{"ENRICHER_LOG_LEVEL": "loud"}, name: "ENRICHER_LOG_LEVEL"},
+		{args: []string{"--cache-ttl", "banana"}, name: "cache-ttl"},
+	}
+	for _, tt := range tests {
+		_, err := load(t, tt.env, tt.args...)
+		if tt.name == "" {
+			if err != nil {
+				t.Errorf("%v %v: unexpected error %v", tt.env, tt.args, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%v %v: no error", tt.env, tt.args)
+			continue
+		}
+		if !strings.Contains(err.Error(), tt.name) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v %v: error %q should be one line naming %s", tt.env, tt.args, err, tt.name)
+		}
+	}
+}
+
+// TestREADMEListsEveryOption keeps the configuration table honest.
+func TestREADMEListsEveryOption(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range Names() {
+		if !strings.Contains(string(readme), "`"+Env(name)+"`") {
+			t.Errorf("README.md does not document %s", Env(name))
+		}
+	}
+}

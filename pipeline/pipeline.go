@@ -72,8 +72,11 @@ type Config struct {
 	// stopped; events still waiting then are left unacknowledged, to be
 	// consumed again. Default 20s.
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
+	// WaitRetry is the first pause before a held event (Wait) is looked up
+	// again; it doubles up to 30s. Default 1s.
+	WaitRetry  time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Pipeline is the connector's event loop. Run it once.
@@ -114,6 +117,9 @@ func New(cfg Config, in Source, lookup Lookup, out Sink) (*Pipeline, error) {
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 20 * time.Second
+	}
+	if cfg.WaitRetry <= 0 {
+		cfg.WaitRetry = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -157,9 +163,18 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 	var events []schemas.Event
 	var runErr error
+fetching:
 	for {
+		// Room for one event before fetching, so that a full pipeline stops
+		// fetching rather than holding a message it cannot start on.
+		select {
+		case p.slots <- struct{}{}:
+		case <-fetchCtx.Done():
+			break fetching
+		}
 		msg, err := p.in.Fetch(fetchCtx)
 		if err != nil {
+			<-p.slots
 			if fetchCtx.Err() == nil {
 				runErr = fmt.Errorf("fetching from topic %q: %w", p.cfg.InputTopic, err)
 			}
@@ -168,13 +183,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		events = p.handle(fetchCtx, work, msg, events[:0])
 	}
 	stopFetching()
-	if err := p.drain(); err != nil {
-		p.log.Warn("shutdown: events still in flight were left to be consumed again", "in_flight", len(p.slots), "error", err)
-	}
-	abandon()
 	writeErrOnce.Do(func() {})
 	if writeErr != nil {
+		// Nothing more will be acknowledged: there is nothing to drain.
 		return writeErr
+	}
+	if err := p.drain(); err != nil {
+		p.log.Warn("shutdown: events still in flight were left to be consumed again", "in_flight", len(p.slots), "error", err)
 	}
 	return runErr
 }
@@ -213,15 +228,20 @@ type event struct {
 func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message, events []schemas.Event) []schemas.Event {
 	events = p.cfg.Parser.Parse(msg.Value, events)
 	msg.Expect(len(events))
+	if len(events) == 0 {
+		<-p.slots // the room taken before fetching
+	}
 	now := time.Now()
 	for i := range events {
-		select {
-		case p.slots <- struct{}{}:
-		case <-fetchCtx.Done():
-			// Stopping while this message waits for room: its remaining
-			// events are not processed, so it is never acknowledged and will
-			// be consumed again.
-			return events
+		if i > 0 { // the first event has the room taken before fetching
+			select {
+			case p.slots <- struct{}{}:
+			case <-fetchCtx.Done():
+				// Stopping while this message waits for room: its remaining
+				// events are not processed, so it is never acknowledged and
+				// will be consumed again.
+				return events
+			}
 		}
 		ev := &events[i]
 		e := &event{p: p, msg: msg, alertID: ev.AlertID, alert: ev.Alert, record: ev.Record, reject: ev.Reject, detail: ev.Detail, fetched: now}
@@ -261,7 +281,7 @@ func (p *Pipeline) enrich(work context.Context, e *event) {
 		e.settle(r, err)
 		if p.cfg.Wait && (e.status == schemas.StatusUnavailable || e.status == schemas.StatusFailed) {
 			// Hold the event: try again after a pause that grows to 30s.
-			pause := min(time.Second<<min(attempt, 5), 30*time.Second)
+			pause := min(p.cfg.WaitRetry<<min(attempt, 5), 30*time.Second)
 			select {
 			case <-time.After(pause):
 				continue
@@ -277,6 +297,9 @@ func (p *Pipeline) enrich(work context.Context, e *event) {
 
 // settle turns a lookup's answer into the event's enrichment.
 func (e *event) settle(r cache.Result, err error) {
+	// With the wait policy an event settles again after each failed try:
+	// nothing of an earlier answer may stick to the final one.
+	e.user, e.errText = nil, ""
 	e.source = schemas.SourceAPI
 	if r.Cached {
 		e.source = schemas.SourceCache
@@ -285,7 +308,9 @@ func (e *event) settle(r cache.Result, err error) {
 	case err == nil:
 		e.status, e.user = schemas.StatusEnriched, r.User.JSON
 	case errors.Is(err, defender.ErrNotFound):
-		e.status = schemas.StatusNotFound
+		// The envelope's error says why there is no user, for every
+		// status but enriched and skipped.
+		e.status, e.errText = schemas.StatusNotFound, err.Error()
 	case errors.Is(err, defender.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		e.status, e.source, e.errText = schemas.StatusUnavailable, schemas.SourceNone, err.Error()
 	default:

@@ -4,9 +4,10 @@
 // defender.ErrUnavailable, which the pipeline publishes as "unavailable".
 //
 // Only failures that mean the API is unwell count (defender.Unhealthy: 5xx,
-// timeouts, connection failures, no token). A 404, a 429, other 4xx answers,
-// an invalid id, a spent budget and a cancelled caller are neither failures
-// nor successes. After Timeout open, the breaker lets Probes calls through
+// timeouts, connection failures, no token), and lookups given up by their
+// caller after such a failure. A 404, a 429, other 4xx answers, an invalid
+// id, a spent budget and a cancelled caller are neither failures nor
+// successes. After Timeout open, the breaker lets Probes calls through
 // (half-open); if they succeed it closes by itself.
 package breaker
 
@@ -97,7 +98,7 @@ func New(next Lookup, o Options) (*Breaker, error) {
 		Timeout:     o.Timeout,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
 		IsSuccessful: func(err error) bool {
-			return err == nil || !defender.Unhealthy(err)
+			return err == nil || !defender.Unhealthy(err) && !abandonedUnwell(err)
 		},
 		IsExcluded: excluded,
 		OnStateChange: func(_ string, from, to gobreaker.State) {
@@ -117,16 +118,38 @@ func New(next Lookup, o Options) (*Breaker, error) {
 // excluded errors say nothing about the API's health: counting them as
 // successes would let a flood of 404s or cancellations close a breaker that
 // real failures opened, and they must not count as failures either.
+//
+// Excluded: a 404, any other 4xx answer (429 included), an invalid id, a
+// spent budget or an open breaker (ErrUnavailable) and a cancelled caller,
+// unless the lookup was given up after the API had failed (abandonedUnwell).
 func excluded(err error) bool {
-	if err == nil {
+	if err == nil || abandonedUnwell(err) {
 		return false
 	}
-	var api *defender.APIError
-	if errors.As(err, &api) && api.StatusCode == 429 {
+	if errors.Is(err, context.Canceled) || errors.Is(err, defender.ErrUnavailable) ||
+		errors.Is(err, defender.ErrInvalidAlertID) || errors.Is(err, defender.ErrNotFound) {
 		return true
 	}
-	return errors.Is(err, context.Canceled) || errors.Is(err, defender.ErrUnavailable) ||
-		errors.Is(err, defender.ErrInvalidAlertID)
+	var api *defender.APIError
+	return errors.As(err, &api) && api.StatusCode < 500
+}
+
+// abandonedUnwell reports whether err is a lookup given up (its caller
+// stopped waiting, between retries or for the budget) after the API had
+// answered 5xx or not at all. It counts as a failure: when callers wait
+// less than the client's retries take, or the budget queues the retries
+// behind other calls, as in an outage with a backlog, every lookup of a
+// dead API ends this way, and a breaker that excluded them would never open.
+func abandonedUnwell(err error) bool {
+	if !errors.Is(err, defender.ErrUnavailable) {
+		return false
+	}
+	var (
+		api *defender.APIError
+		te  *defender.TransportError
+		tok *defender.TokenError
+	)
+	return errors.As(err, &api) && api.StatusCode >= 500 || errors.As(err, &te) || errors.As(err, &tok)
 }
 
 // User looks the alert's user up through the breaker. While the breaker is

@@ -162,6 +162,11 @@ func (w *Window) Limits() Limits { return append(Limits(nil), w.limits...) }
 // granted is counted even if it is never made; the done function must be
 // called exactly once.
 func (w *Window) Acquire(ctx context.Context) (done func(), err error) {
+	// A caller that has already gone gets no call, even one free at once:
+	// the call would be made for nobody and still count.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()

@@ -86,6 +86,8 @@ type Cache struct {
 	negTTL  time.Duration
 	clock   clock.Clock
 	lookups *prometheus.CounterVec
+	// The children of lookups, resolved once: a hit costs no label lookup.
+	hits, negativeHits, misses, coalesced prometheus.Counter
 
 	mu      sync.Mutex
 	flights map[string]*flight
@@ -126,6 +128,10 @@ func New(next Lookup, o Options) (*Cache, error) {
 			Help: "Lookups by result: hit (a user), negative_hit (a kept 404), miss (a call made), coalesced (joined a call in progress).",
 		}, []string{"result"}),
 	}
+	c.hits = c.lookups.WithLabelValues("hit")
+	c.negativeHits = c.lookups.WithLabelValues("negative_hit")
+	c.misses = c.lookups.WithLabelValues("miss")
+	c.coalesced = c.lookups.WithLabelValues("coalesced")
 	if o.Registerer != nil {
 		if err := o.Registerer.Register(c.lookups); err != nil {
 			return nil, fmt.Errorf("cache: registering metrics: %w", err)
@@ -137,15 +143,26 @@ func New(next Lookup, o Options) (*Cache, error) {
 // Cached returns the kept answer for alertID without waiting or calling:
 // ok is false on a miss. err is defender.ErrNotFound for a kept 404.
 func (c *Cache) Cached(alertID string) (u *defender.User, err error, ok bool) {
+	u, err, ok = c.cached(alertID)
+	switch {
+	case !ok:
+	case u == nil:
+		c.negativeHits.Inc()
+	default:
+		c.hits.Inc()
+	}
+	return u, err, ok
+}
+
+// cached is Cached without counting.
+func (c *Cache) cached(alertID string) (u *defender.User, err error, ok bool) {
 	e, ok := c.store.Get(alertID)
 	if !ok || !c.clock.Now().Before(e.Expires) {
 		return nil, nil, false
 	}
 	if e.User == nil {
-		c.lookups.WithLabelValues("negative_hit").Inc()
 		return nil, defender.ErrNotFound, true
 	}
-	c.lookups.WithLabelValues("hit").Inc()
 	return e.User, nil, true
 }
 
@@ -160,7 +177,16 @@ func (c *Cache) Lookup(ctx context.Context, alertID string) (Result, error) {
 	if u, err, ok := c.Cached(alertID); ok {
 		return Result{User: u, Cached: true}, err
 	}
+	if err := ctx.Err(); err != nil {
+		// Gone already: start no flight that nobody would wait for.
+		return Result{}, fmt.Errorf("%w: no answer within the wait: %w", defender.ErrUnavailable, err)
+	}
 	f := c.join(alertID)
+	select {
+	case <-f.done: // an answer at hand wins over a ctx that ended too
+		return Result{User: f.user, Cached: f.cached}, f.err
+	default:
+	}
 	select {
 	case <-f.done:
 		return Result{User: f.user, Cached: f.cached}, f.err
@@ -170,14 +196,26 @@ func (c *Cache) Lookup(ctx context.Context, alertID string) (Result, error) {
 	}
 }
 
+// join returns the flight for alertID, or a done one carrying the kept
+// answer when a flight ended between the caller's miss and now.
 func (c *Cache) join(alertID string) *flight {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f := c.flights[alertID]
 	if f != nil && f.ctx.Err() == nil {
 		f.waiters++
-		c.lookups.WithLabelValues("coalesced").Inc()
+		c.coalesced.Inc()
 		return f
+	}
+	if f == nil {
+		// finish stores the answer before it removes the flight, both
+		// before this lock is taken: a caller that missed the store before
+		// the answer was kept, and finds no flight now, finds the answer.
+		if u, err, ok := c.Cached(alertID); ok {
+			done := &flight{cancel: func() {}, done: make(chan struct{}), user: u, err: err, cached: true}
+			close(done.done)
+			return done
+		}
 	}
 	// f, if any, was abandoned by all its callers but its call may still be
 	// running: the new flight waits for it and reuses its answer, so that
@@ -185,7 +223,7 @@ func (c *Cache) join(alertID string) *flight {
 	ctx, cancel := context.WithCancel(context.Background())
 	nf := &flight{ctx: ctx, cancel: cancel, waiters: 1, prev: f, done: make(chan struct{})}
 	c.flights[alertID] = nf
-	c.lookups.WithLabelValues("miss").Inc()
+	c.misses.Inc()
 	go c.run(alertID, nf)
 	return nf
 }
@@ -203,7 +241,7 @@ func (c *Cache) run(alertID string, f *flight) {
 	defer f.cancel()
 	if f.prev != nil {
 		<-f.prev.done
-		if u, err, ok := c.Cached(alertID); ok {
+		if u, err, ok := c.cached(alertID); ok {
 			c.finish(alertID, f, u, err, true)
 			return
 		}
@@ -219,7 +257,7 @@ func (c *Cache) run(alertID string, f *flight) {
 }
 
 // finish publishes the answer after the store has it, so that a caller
-// arriving in between finds either the flight or the entry.
+// arriving in between finds either the flight or, in join, the entry.
 func (c *Cache) finish(alertID string, f *flight, u *defender.User, err error, cached bool) {
 	c.mu.Lock()
 	if c.flights[alertID] == f {

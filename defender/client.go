@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,9 +149,14 @@ func NewHTTPClient(roots *tls.Config) *http.Client {
 //
 // Errors: ErrInvalidAlertID before any call; ErrNotFound on a 404; *APIError
 // for any other answer it gave up on (401 after one fresh token, 403, 429 or
-// 5xx after MaxAttempts); *TransportError when no answer came; *TokenError
+// 5xx after MaxAttempts); *TransportError when no usable answer came (after
+// MaxAttempts, except for a certificate that does not verify and an answer
+// over MaxBodyBytes or unreadable, which no retry would change); *TokenError
 // when the credential failed; an error matching both ErrUnavailable and
-// ctx's error when ctx ended while waiting for the budget or a retry.
+// ctx's error when ctx ended before a call, while waiting for the budget or
+// between retries, which also wraps what the last call got, if one was made
+// (so that the breaker can count a lookup of a failing API that its caller
+// stopped waiting for).
 //
 // Cancelling ctx stops waiting and stops retries, but never aborts a call
 // already sent: its budget is spent, and its answer is worth keeping.
@@ -161,56 +167,110 @@ func (c *Client) User(ctx context.Context, alertID string) (*User, error) {
 	// Validated above, escaped anyway: a later change to ValidAlertID must
 	// not be able to put a path into the URL.
 	target := c.base + url.PathEscape(alertID) + "/user"
-	freshToken := false
+	var tm tokenMode
+	var last error // what the previous attempt got
 	for attempt := 1; ; attempt++ {
-		u, retry, wait, err := c.attempt(ctx, target, alertID, attempt, freshToken)
+		u, retry, wait, err := c.attempt(ctx, target, alertID, attempt, tm)
+		if last != nil && errors.Is(err, ErrUnavailable) {
+			// ctx ended before this attempt's call: the lookup ends with
+			// what the last call got, for the breaker to weigh.
+			return nil, fmt.Errorf("%w: gave up retrying after %w", err, withAttempts(last, attempt-1))
+		}
 		if !retry || attempt >= c.opts.MaxAttempts {
 			if err != nil {
 				return nil, withAttempts(err, attempt)
 			}
 			return u, nil
 		}
-		if api := (*APIError)(nil); errors.As(err, &api) && api.StatusCode == http.StatusUnauthorized {
-			freshToken = true
+		// One fresh token per lookup, for the attempt right after the first
+		// 401; later attempts use the credential's cache, which holds it.
+		switch {
+		case tm != tokenCached:
+			tm = tokenRefreshed
+		case isStatus(err, http.StatusUnauthorized):
+			tm = tokenFresh
 		}
 		c.metrics.retries.Inc()
 		if serr := sleep(ctx, c.clock, wait); serr != nil {
-			return nil, fmt.Errorf("%w: gave up retrying after %v: %w", ErrUnavailable, withAttempts(err, attempt), serr)
+			return nil, fmt.Errorf("%w: gave up retrying after %w: %w", ErrUnavailable, withAttempts(err, attempt), serr)
 		}
+		last = err
 	}
 }
+
+// tokenMode is where a lookup stands with fresh tokens.
+type tokenMode int
+
+const (
+	tokenCached    tokenMode = iota // the credential's cached token will do
+	tokenFresh                      // a 401 refused it: take a fresh one now
+	tokenRefreshed                  // a fresh one was taken: a 401 is final
+)
+
+func isStatus(err error, status int) bool {
+	var api *APIError
+	return errors.As(err, &api) && api.StatusCode == status
+}
+
+// errBodyTooLarge: a 200 answer over MaxBodyBytes, which a retry would only
+// fetch again.
+var errBodyTooLarge = errors.New("answer too large")
 
 // attempt makes one call and decides, in this one place, whether and when
 // to retry. wait is the delay before the next attempt (a 429's pause is
 // applied to the budget instead, so it holds every caller).
-func (c *Client) attempt(ctx context.Context, target, alertID string, attempt int, freshToken bool) (u *User, retry bool, wait time.Duration, err error) {
+func (c *Client) attempt(ctx context.Context, target, alertID string, attempt int, tm tokenMode) (u *User, retry bool, wait time.Duration, err error) {
 	tro := policy.TokenRequestOptions{Scopes: []string{c.opts.Endpoint.Scope}}
-	if freshToken {
+	if tm == tokenFresh {
 		// Claims make azidentity and MSAL skip their token cache; an nbf
 		// challenge is what a resource sends when it refuses a token.
 		tro.Claims = fmt.Sprintf(`{"access_token":{"nbf":{"essential":true,"value":"%d"}}}`, c.clock.Now().Unix())
 	}
-	tokCtx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
-	tok, err := c.opts.Credential.GetToken(tokCtx, tro)
-	cancel()
+	// The token comes before the budget, so that a credential that fails
+	// costs no call; ctx is checked once more after it, because a cached
+	// token comes back whatever the state of ctx.
+	tokenAt := c.clock.Now()
+	tok, err := c.token(ctx, tro)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, false, 0, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
-		}
-		return nil, false, 0, &TokenError{Err: err}
+		return nil, false, 0, err
+	}
+	if ctx.Err() != nil {
+		return nil, false, 0, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	}
 
 	waitStart := c.clock.Now()
 	done, err := c.opts.Budget.Acquire(ctx)
-	c.metrics.budgetWait.Observe(c.clock.Now().Sub(waitStart).Seconds())
+	granted := c.clock.Now()
+	c.metrics.budgetWait.Observe(granted.Sub(waitStart).Seconds())
 	if err != nil {
 		return nil, false, 0, fmt.Errorf("%w: waiting for the call budget: %w", ErrUnavailable, err)
+	}
+	// A token good for the call when taken but no longer after the wait for
+	// the budget (which can last as long as the caller allows) is taken
+	// again from the credential, which renews a token near its expiry.
+	if exp := tok.ExpiresOn; exp.After(tokenAt.Add(c.opts.AttemptTimeout)) && exp.Before(granted.Add(c.opts.AttemptTimeout)) {
+		tro.Claims = ""
+		if tok, err = c.token(context.WithoutCancel(ctx), tro); err != nil {
+			done()
+			return nil, false, 0, err
+		}
 	}
 	// The call runs to its end even if ctx ends now (see User).
 	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.AttemptTimeout)
 	defer cancel()
 	start := c.clock.Now()
 	status, body, header, err := c.do(callCtx, target, tok.Token)
+	var api *APIError
+	if err == nil && status == http.StatusTooManyRequests {
+		// Paused before the call's slot is given back: a waiting call must
+		// not slip through in between.
+		api = parseAPIError(status, body)
+		api.RetryAfter = c.retryAfter(header.Get("Retry-After"))
+		until := c.clock.Now().Add(api.RetryAfter)
+		c.opts.Budget.PauseUntil(until)
+		c.metrics.throttled.Inc()
+		c.log.Warn("defender throttled the client: every call paused", "retry_after", api.RetryAfter, "until", until.UTC().Format(time.RFC3339), "correlation_id", api.Target)
+	}
 	done()
 	elapsed := c.clock.Now().Sub(start)
 	c.metrics.duration.Observe(elapsed.Seconds())
@@ -218,7 +278,7 @@ func (c *Client) attempt(ctx context.Context, target, alertID string, attempt in
 
 	if err != nil {
 		c.log.Warn("defender call failed", "alert_id", alertID, "attempt", attempt, "error", err)
-		return nil, ctx.Err() == nil, c.backoff(attempt), &TransportError{Err: err}
+		return nil, ctx.Err() == nil && !permanent(err), c.backoff(attempt), &TransportError{Err: err}
 	}
 	c.log.Debug("defender call", "alert_id", alertID, "attempt", attempt, "status", status, "duration", elapsed)
 	switch {
@@ -230,18 +290,13 @@ func (c *Client) attempt(ctx context.Context, target, alertID string, attempt in
 		return u, false, 0, nil
 	case status == http.StatusNotFound:
 		return nil, false, 0, ErrNotFound
+	case status == http.StatusTooManyRequests:
+		return nil, true, 0, api
 	}
-	api := parseAPIError(status, body)
+	api = parseAPIError(status, body)
 	switch {
 	case status == http.StatusUnauthorized:
-		return nil, !freshToken, 0, api
-	case status == http.StatusTooManyRequests:
-		api.RetryAfter = c.retryAfter(header.Get("Retry-After"))
-		until := c.clock.Now().Add(api.RetryAfter)
-		c.opts.Budget.PauseUntil(until)
-		c.metrics.throttled.Inc()
-		c.log.Warn("defender throttled the client: every call paused", "retry_after", api.RetryAfter, "until", until.UTC().Format(time.RFC3339), "correlation_id", api.Target)
-		return nil, true, 0, api
+		return nil, tm == tokenCached, 0, api
 	case status >= 500 && status != http.StatusNotImplemented:
 		c.log.Warn("defender answered a server error", "alert_id", alertID, "attempt", attempt, "status", status, "correlation_id", api.Target)
 		return nil, true, c.backoff(attempt), api
@@ -249,6 +304,36 @@ func (c *Client) attempt(ctx context.Context, target, alertID string, attempt in
 	return nil, false, 0, api
 }
 
+// token asks the credential for a token, within AttemptTimeout.
+func (c *Client) token(ctx context.Context, tro policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	tokCtx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+	defer cancel()
+	tok, err := c.opts.Credential.GetToken(tokCtx, tro)
+	if err != nil {
+		if ctx.Err() != nil {
+			return tok, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		}
+		return tok, &TokenError{Err: err}
+	}
+	return tok, nil
+}
+
+// permanent transport errors are not retried: a certificate that does not
+// verify, or an answer too large, is the same on the next attempt.
+func permanent(err error) bool {
+	var (
+		verify    *tls.CertificateVerificationError
+		authority x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+	)
+	return errors.Is(err, errBodyTooLarge) || errors.As(err, &verify) || errors.As(err, &authority) ||
+		errors.As(err, &hostname) || errors.As(err, &invalid)
+}
+
+// do makes one call. The body of a 200 over MaxBodyBytes is an error; that
+// of any other answer is cut at MaxBodyBytes, since it only feeds the
+// error's message and the status is what counts.
 func (c *Client) do(ctx context.Context, target, token string) (int, []byte, http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
@@ -267,7 +352,10 @@ func (c *Client) do(ctx context.Context, target, token string) (int, []byte, htt
 		return 0, nil, nil, fmt.Errorf("reading the %d answer: %w", resp.StatusCode, err)
 	}
 	if int64(len(body)) > c.opts.MaxBodyBytes {
-		return 0, nil, nil, fmt.Errorf("the %d answer is larger than %d bytes", resp.StatusCode, c.opts.MaxBodyBytes)
+		if resp.StatusCode == http.StatusOK {
+			return 0, nil, nil, fmt.Errorf("the %d answer is larger than %d bytes: %w", resp.StatusCode, c.opts.MaxBodyBytes, errBodyTooLarge)
+		}
+		body = body[:c.opts.MaxBodyBytes]
 	}
 	return resp.StatusCode, body, resp.Header, nil
 }
@@ -312,7 +400,9 @@ func truncate(s string, n int) string {
 func (c *Client) retryAfter(v string) time.Duration {
 	d := c.opts.DefaultRetryAfter
 	v = strings.TrimSpace(v)
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+	// A number too large for int64 is still a number of seconds: ParseInt
+	// returns the largest int64 with ErrRange, and the clamp below applies.
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
 		if secs > 0 {
 			d = time.Duration(min(secs, int64(c.opts.MaxRetryAfter/time.Second)+1)) * time.Second
 		} else {

@@ -70,7 +70,7 @@ func ResolveEndpoint(apiURL, scope, authority string) (Endpoint, error) {
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return Endpoint{}, fmt.Errorf("ENRICHER_DEFENDER_API_URL %q must have no user info, query or fragment", apiURL)
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
 	host := strings.ToLower(u.Hostname())
 

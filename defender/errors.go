@@ -67,13 +67,16 @@ func Unhealthy(err error) bool {
 	if err == nil {
 		return false
 	}
-	var api *APIError
-	if errors.As(err, &api) {
-		return api.StatusCode >= 500
-	}
+	// The sentinels first: an error that says the lookup was given up on
+	// (ErrUnavailable, a cancelled caller) is not the API's fault, whatever
+	// answer it may also carry.
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalidAlertID) || errors.Is(err, ErrUnavailable) ||
 		errors.Is(err, context.Canceled) {
 		return false
+	}
+	var api *APIError
+	if errors.As(err, &api) {
+		return api.StatusCode >= 500
 	}
 	var tok *TokenError
 	if errors.As(err, &tok) {
@@ -95,6 +98,9 @@ type TransportError struct {
 }
 
 func (e *TransportError) Error() string {
+	if e.Attempts == 1 {
+		return fmt.Sprintf("defender: GET /api/alerts/{id}/user failed: %v", e.Err)
+	}
 	return fmt.Sprintf("defender: GET /api/alerts/{id}/user failed after %d attempts: %v", e.Attempts, e.Err)
 }
 

@@ -27,8 +27,9 @@ type User struct {
 	IsOnlyNetworkUser       *bool
 
 	// JSON is the answer as a JSON object with every field the API returned,
-	// values byte for byte, without OData annotations. It is what the output
-	// envelope carries, encoded once so that every cache hit reuses it.
+	// keys sorted, values as sent but without insignificant white space, and
+	// without OData annotations. It is what the output envelope carries,
+	// encoded once so that every cache hit reuses it.
 	JSON []byte
 }
 
@@ -71,10 +72,15 @@ func ParseUser(body []byte) (*User, error) {
 			delete(all, k)
 		}
 	}
-	out, err := json.Marshal(all) // keys sorted: a stable form for the SIEM
-	if err != nil {
+	// Keys sorted, a stable form for the SIEM; values compacted but not
+	// HTML-escaped, so that "R&D" stays "R&D" and not "R\u0026D".
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(all); err != nil {
 		return nil, fmt.Errorf("user answer: %w", err)
 	}
+	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	u := &User{
 		ID:                      deref(f.ID),
 		AccountName:             deref(f.AccountName),

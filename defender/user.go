@@ -11,7 +11,8 @@ import (
 // User is the user related to an alert, as GET /api/alerts/{id}/user
 // returns it. Every field is optional in the wild: older answers carry nulls
 // or leave fields out, which leave the zero value (or nil) here. Fields the
-// API adds later are kept in JSON, OData annotations ("@odata.*") are not.
+// API adds later are kept in JSON, OData annotations ("@odata.*" and
+// "field@odata.*") are not.
 type User struct {
 	ID                      string     // "contoso\\user1"
 	AccountName             string     // "user1"
@@ -68,7 +69,9 @@ func ParseUser(body []byte) (*User, error) {
 		return nil, fmt.Errorf("user answer: %w", err)
 	}
 	for k := range all {
-		if strings.HasPrefix(k, "@odata.") {
+		// Instance annotations ("@odata.context") and property annotations
+		// ("logonTypes@odata.type") alike.
+		if strings.Contains(k, "@odata.") {
 			delete(all, k)
 		}
 	}

@@ -28,6 +28,7 @@ func TestParseUser(t *testing.T) {
 		},
 		{name: "empty object", body: `{}`, wantJSON: `{}`},
 		{name: "only annotations", body: `{"@odata.context":"x","@odata.etag":"y"}`, wantJSON: `{}`},
+		{name: "property annotations", body: `{"logonTypes":"Network","logonTypes@odata.type":"#String","firstSeen@odata.type":"#DateTimeOffset"}`, wantJSON: `{"logonTypes":"Network"}`},
 		{
 			name: "timestamps in every shape Defender writes",
 			body: `{"firstSeen":"2020-01-05T06:58:34.1234567Z","lastSeen":"2020-01-05T08:58:34+02:00"}`,

@@ -214,21 +214,32 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	// The shutdown bound runs from the signal, not from the end of the drain.
+	stoppedAt := make(chan time.Time, 1)
+	stopWatch := context.AfterFunc(ctx, func() { stoppedAt <- time.Now() })
+	defer stopWatch()
 	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
 	commitsDone := make(chan struct{})
 	go func() {
 		defer close(commitsDone)
 		_ = a.consumer.Run(commitCtx)
 	}()
-	a.log.Info("connector started", "input", a.cfg.InputTopic, "output", a.cfg.OutputTopic, "dlq", a.cfg.DLQTopic,
+	a.log.Info("connector started", "http_addr", a.HTTPAddr(), "input", a.cfg.InputTopic, "output", a.cfg.OutputTopic, "dlq", a.cfg.DLQTopic,
 		"group", a.cfg.ConsumerGroup, "rate_limits", a.cfg.DefenderRateLimits.String(), "on_unavailable", string(a.cfg.OnUnavailable))
 	a.ready.Store(true)
 
 	runErr := a.pipeline.Run(ctx)
 	a.ready.Store(false)
 
-	// Teardown, in reverse, bounded.
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
+	// Teardown, in reverse, bounded by ShutdownTimeout from the signal (or
+	// from now, after a write failure).
+	deadline := time.Now().Add(a.cfg.ShutdownTimeout)
+	select {
+	case at := <-stoppedAt:
+		deadline = at.Add(a.cfg.ShutdownTimeout)
+	default:
+	}
+	shutdownCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 	if err := a.producer.Close(shutdownCtx); err != nil && runErr == nil {
 		runErr = err

@@ -150,12 +150,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	fetchCtx, stopFetching := context.WithCancel(ctx)
 	defer stopFetching()
 
-	var writeErr error
-	var writeErrOnce sync.Once
+	writeErr := make(chan error, 1)
 	go func() {
 		select {
 		case err := <-p.out.Err():
-			writeErrOnce.Do(func() { writeErr = err })
+			writeErr <- err
 			stopFetching()
 		case <-fetchCtx.Done():
 		}
@@ -163,6 +162,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 	var events []schemas.Event
 	var runErr error
+	fetchFailures := 0
 fetching:
 	for {
 		// Room for one event before fetching, so that a full pipeline stops
@@ -175,18 +175,36 @@ fetching:
 		msg, err := p.in.Fetch(fetchCtx)
 		if err != nil {
 			<-p.slots
-			if fetchCtx.Err() == nil {
-				runErr = fmt.Errorf("fetching from topic %q: %w", p.cfg.InputTopic, err)
+			if fetchCtx.Err() != nil {
+				break
 			}
-			break
+			if errors.Is(err, consumer.ErrClosed) {
+				runErr = fmt.Errorf("fetching from topic %q: %w", p.cfg.InputTopic, err)
+				break
+			}
+			// A broker that restarts, a group that cannot be joined for a
+			// while, a partition whose leader moves: the consumer reports
+			// them and keeps retrying, so fetching goes on. Nothing fetched
+			// is lost meanwhile: it is not acknowledged until written.
+			fetchFailures++
+			pause := min(100*time.Millisecond<<min(fetchFailures-1, 6), 5*time.Second)
+			p.log.Warn("fetching failed; retrying", "topic", p.cfg.InputTopic, "failures", fetchFailures, "retry_in", pause, "error", err)
+			select {
+			case <-time.After(pause):
+			case <-fetchCtx.Done():
+				break fetching
+			}
+			continue
 		}
+		fetchFailures = 0
 		events = p.handle(fetchCtx, work, msg, events[:0])
 	}
 	stopFetching()
-	writeErrOnce.Do(func() {})
-	if writeErr != nil {
+	select {
+	case err := <-writeErr:
 		// Nothing more will be acknowledged: there is nothing to drain.
-		return writeErr
+		return err
+	default:
 	}
 	if err := p.drain(); err != nil {
 		p.log.Warn("shutdown: events still in flight were left to be consumed again", "in_flight", len(p.slots), "error", err)

@@ -68,6 +68,13 @@ type rig struct {
 
 func newRig(t *testing.T, cfg pipeline.Config, lookup pipeline.Lookup, partitions int) *rig {
 	t.Helper()
+	return newRigWith(t, cfg, lookup, partitions, nil)
+}
+
+// newRigWith is newRig with the pipeline fetching through wrap(consumer)
+// when wrap is not nil.
+func newRigWith(t *testing.T, cfg pipeline.Config, lookup pipeline.Lookup, partitions int, wrap func(*consumer.Consumer) pipeline.Source) *rig {
+	t.Helper()
 	c := kafkatest.NewFake(t, kfake.NumBrokers(1))
 	r := &rig{c: c, in: c.Topic(t, "in", partitions), out: c.Topic(t, "out", partitions), dlq: c.Topic(t, "dlq", 1), group: "g-" + t.Name()}
 	if cfg.OutputTopic == "" {
@@ -84,7 +91,11 @@ func newRig(t *testing.T, cfg pipeline.Config, lookup pipeline.Lookup, partition
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.pipeline, err = pipeline.New(cfg, r.consumer, lookup, r.producer)
+	var src pipeline.Source = r.consumer
+	if wrap != nil {
+		src = wrap(r.consumer)
+	}
+	r.pipeline, err = pipeline.New(cfg, src, lookup, r.producer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,5 +357,42 @@ func TestWriteFailureStopsWithoutCommit(t *testing.T) {
 	}
 	if errors.Is(r.runErr, context.Canceled) {
 		t.Fatal("stopped for the wrong reason")
+	}
+}
+
+// flakySource fails its first fetches as the consumer does while the
+// broker is away: kafka-go reports the error and keeps retrying behind it.
+type flakySource struct {
+	*consumer.Consumer
+	failures atomic.Int64
+}
+
+func (f *flakySource) Fetch(ctx context.Context) (*consumer.Message, error) {
+	if f.failures.Add(-1) >= 0 {
+		return nil, errors.New(`consumer: fetch from topic "in": failed to dial: dial tcp 127.0.0.1:9092: connect: connection refused`)
+	}
+	return f.Consumer.Fetch(ctx)
+}
+
+// TestFetchErrorsAreRetried: fetch errors (a broker restarting) do not stop
+// the pipeline; fetching goes on and the alerts come out.
+func TestFetchErrorsAreRetried(t *testing.T) {
+	lk := &fakeLookup{hits: map[string]*defender.User{idA: testUser(t, "a")}}
+	src := &flakySource{}
+	src.failures.Store(3)
+	r := newRigWith(t, pipeline.Config{}, lk, 1, func(c *consumer.Consumer) pipeline.Source {
+		src.Consumer = c
+		return src
+	})
+	waitUntil(t, "three failed fetches, or Run to end", func() bool { return src.failures.Load() < 0 || len(r.done) > 0 })
+	select {
+	case err := <-r.done:
+		r.done <- err // for the teardown at cleanup
+		t.Fatalf("Run returned %v after a fetch error, want it to keep fetching", err)
+	default:
+	}
+	r.produce(t, 0, idA, idA)
+	if got := r.read(t, 2); got[0].Enrichment.Status != "enriched" || got[1].Enrichment.Status != "enriched" {
+		t.Fatalf("got %+v", got)
 	}
 }

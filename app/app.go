@@ -144,7 +144,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	}
 	if a.consumer, err = consumer.New(consumer.Config{
 		Brokers: cfg.KafkaBrokers, Topic: cfg.InputTopic, Group: cfg.ConsumerGroup,
-		StartOffset: start, Dialer: dialer, CommitInterval: cfg.CommitInterval,
+		StartOffset: start, Dialer: dialer, CommitInterval: cfg.CommitInterval, SessionTimeout: cfg.SessionTimeout,
 		MaxBytes: max(consumer.DefaultMaxBytes, 2*cfg.MaxMessageBytes), Logger: log,
 	}); err != nil {
 		_ = a.producer.Close(context.Background())

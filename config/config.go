@@ -65,6 +65,7 @@ type Config struct {
 	ConsumerGroup      string
 	StartOffset        StartOffset
 	CommitInterval     time.Duration
+	SessionTimeout     time.Duration
 	MaxMessageBytes    int
 	MaxInFlight        int
 	AlertIDPointer     string
@@ -109,6 +110,7 @@ func Default() Config {
 		ConsumerGroup:      "defender-enricher",
 		StartOffset:        Earliest,
 		CommitInterval:     time.Second,
+		SessionTimeout:     30 * time.Second,
 		MaxMessageBytes:    1_000_000,
 		MaxInFlight:        1000,
 		AlertIDPointer:     "/id",
@@ -155,6 +157,7 @@ func (c *Config) options() []option {
 		{"consumer-group", "Kafka consumer group", stringValue{&c.ConsumerGroup}},
 		{"start-offset", "where a group with no committed offset starts: earliest or latest", enumValue[StartOffset]{&c.StartOffset, []StartOffset{Earliest, Latest}}},
 		{"commit-interval", "how often acknowledged offsets are committed", durationValue{&c.CommitInterval}},
+		{"kafka-session-timeout", "how long the group waits for a member that stopped (a killed process) before its partitions move", durationValue{&c.SessionTimeout}},
 		{"max-message-bytes", "largest input message processed and largest record written; larger go to the DLQ as too_large", intValue{&c.MaxMessageBytes}},
 		{"max-in-flight", "events fetched but not yet acknowledged; fetching pauses at this many", intValue{&c.MaxInFlight}},
 		{"alert-id-pointer", "JSON pointer to the alert id in plain JSON objects", stringValue{&c.AlertIDPointer}},
@@ -233,6 +236,7 @@ func (c *Config) Validate() error {
 		want string
 	}{
 		{"commit-interval", c.CommitInterval >= 10*time.Millisecond, "at least 10ms"},
+		{"kafka-session-timeout", c.SessionTimeout >= time.Second && c.SessionTimeout <= 30*time.Minute, "from 1s to 30m (the broker also bounds it)"},
 		{"max-message-bytes", c.MaxMessageBytes >= 1024 && c.MaxMessageBytes <= 100<<20, "from 1024 to 104857600"},
 		{"max-in-flight", c.MaxInFlight >= 1 && c.MaxInFlight <= 1_000_000, "from 1 to 1000000"},
 		{"defender-timeout", c.DefenderTimeout >= 100*time.Millisecond, "at least 100ms"},

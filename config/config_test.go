@@ -117,6 +117,7 @@ func TestBadOptions(t *testing.T) {
 		{env: map[string]string{"ENRICHER_DEFENDER_SCOPE": "not-a-scope"}, name: "ENRICHER_DEFENDER_SCOPE"},
 		{env: map[string]string{"ENRICHER_MAX_ENRICH_WAIT": "1ms"}, name: "ENRICHER_MAX_ENRICH_WAIT"},
 		{env: map[string]string{"ENRICHER_MAX_IN_FLIGHT": "0"}, name: "ENRICHER_MAX_IN_FLIGHT"},
+		{env: map[string]string{"ENRICHER_KAFKA_SESSION_TIMEOUT": "100ms"}, name: "ENRICHER_KAFKA_SESSION_TIMEOUT"},
 		{env: map[string]string{"ENRICHER_MAX_MESSAGE_BYTES": "10"}, name: "ENRICHER_MAX_MESSAGE_BYTES"},
 		{env: map[string]string{"ENRICHER_ALERT_ID_POINTER": "id"}, name: "ENRICHER_ALERT_ID_POINTER"},
 		{env: map[string]string{"ENRICHER_KAFKA_SASL_MECHANISM": "plain"}, name: "ENRICHER_KAFKA_SASL_MECHANISM"},

@@ -112,6 +112,11 @@ type Config struct {
 	// MaxBytes is the most one fetch asks the broker for; keep it above the
 	// largest input message. Default 10 MiB.
 	MaxBytes int
+	// SessionTimeout is how long the group waits for a member that stopped
+	// heartbeating (a killed process) before it hands its partitions on.
+	// Default 30 s (kafka-go's); the broker bounds it with
+	// group.min.session.timeout.ms (6 s by default).
+	SessionTimeout time.Duration
 	// Logger receives the consumer's logs, and kafka-go's at debug level.
 	// Nil discards them.
 	Logger *slog.Logger
@@ -237,6 +242,7 @@ func New(cfg Config) (*Consumer, error) {
 		ReadBackoffMin:    100 * time.Millisecond,
 		ReadBackoffMax:    time.Second,
 		HeartbeatInterval: cfg.heartbeatInterval,
+		SessionTimeout:    cfg.SessionTimeout,
 		// kafka-go logs group and fetch churn, including routine conditions
 		// on its error logger (reading past the end of a partition); both go
 		// to debug so that they are there when needed and quiet otherwise.

@@ -79,6 +79,22 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &App{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	// A step that fails releases what the steps before it started: the
+	// consumer joins its group in the background from the moment it exists.
+	defer func() {
+		if err == nil {
+			return
+		}
+		if a.consumer != nil {
+			_ = a.consumer.Close(context.Background())
+		}
+		if a.producer != nil {
+			_ = a.producer.Close(context.Background())
+		}
+		if a.budget != nil {
+			a.budget.Close()
+		}
+	}()
 	reg := a.registry
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -147,7 +163,6 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 		StartOffset: start, Dialer: dialer, CommitInterval: cfg.CommitInterval, SessionTimeout: cfg.SessionTimeout,
 		MaxBytes: max(consumer.DefaultMaxBytes, 2*cfg.MaxMessageBytes), Logger: log,
 	}); err != nil {
-		_ = a.producer.Close(context.Background())
 		return nil, err
 	}
 	parser, err := schemas.NewParser(schemas.ParserConfig{IDPointer: cfg.AlertIDPointer, MaxBytes: cfg.MaxMessageBytes})

@@ -147,7 +147,7 @@ func Env(flagName string) string {
 func (c *Config) options() []option {
 	return []option{
 		{"kafka-brokers", "comma-separated bootstrap brokers (required by run)", listValue{&c.KafkaBrokers}},
-		{"kafka-tls", "connect to Kafka over TLS (roots: system, plus SSL_CERT_FILE)", boolValue{&c.KafkaTLS}},
+		{"kafka-tls", "connect to Kafka over TLS, verified against the system roots (SSL_CERT_FILE names another bundle)", boolValue{&c.KafkaTLS}},
 		{"kafka-sasl-mechanism", "SASL mechanism: plain, scram-sha-256, scram-sha-512 (empty: none)", enumValue[SASLMechanism]{&c.KafkaSASLMechanism, []SASLMechanism{SASLNone, SASLPlain, SASLScramSHA256, SASLScramSHA512}}},
 		{"kafka-sasl-username", "SASL user name", stringValue{&c.KafkaSASLUsername}},
 		{"kafka-sasl-password", "SASL password (prefer the variable to the flag: flags show in ps)", secretValue{&c.KafkaSASLPassword}},
@@ -174,7 +174,7 @@ func (c *Config) options() []option {
 		{"breaker-timeout", "how long the breaker stays open before a probe", durationValue{&c.BreakerTimeout}},
 		{"on-unavailable", "passthrough: publish without the user when the API cannot answer in time; wait: hold until it can", enumValue[Policy]{&c.OnUnavailable, []Policy{Passthrough, Wait}}},
 		{"max-enrich-wait", "longest an event waits for its lookup (call budget, Retry-After pause, slow answer) before passthrough; an open breaker passes it through at once", durationValue{&c.MaxEnrichWait}},
-		{"shutdown-timeout", "on SIGTERM, longest wait for in-flight events before they are left to be consumed again", durationValue{&c.ShutdownTimeout}},
+		{"shutdown-timeout", "on SIGTERM, the bound on draining (half of it), flushing and the last commit; events not done by then are consumed again", durationValue{&c.ShutdownTimeout}},
 		{"http-addr", "address of /metrics, /healthz and /readyz (empty: off)", stringValue{&c.HTTPAddr}},
 		{"log-level", "debug, info, warn or error", enumValue[string]{&c.LogLevel, []string{"debug", "info", "warn", "error"}}},
 		{"log-format", "json or text", enumValue[string]{&c.LogFormat, []string{"json", "text"}}},
@@ -227,7 +227,7 @@ func (c *Config) Validate() error {
 	if c.ConsumerGroup == "" {
 		return bad("consumer-group", "must not be empty")
 	}
-	if (c.KafkaSASLMechanism == SASLNone) != (c.KafkaSASLUsername == "") {
+	if (c.KafkaSASLMechanism == SASLNone) != (c.KafkaSASLUsername == "") || (c.KafkaSASLMechanism != SASLNone && c.KafkaSASLPassword == "") {
 		return bad("kafka-sasl-mechanism", "set it together with ENRICHER_KAFKA_SASL_USERNAME and ENRICHER_KAFKA_SASL_PASSWORD")
 	}
 	checks := []struct {

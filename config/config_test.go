@@ -121,6 +121,7 @@ func TestBadOptions(t *testing.T) {
 		{env: map[string]string{"ENRICHER_MAX_MESSAGE_BYTES": "10"}, name: "ENRICHER_MAX_MESSAGE_BYTES"},
 		{env: map[string]string{"ENRICHER_ALERT_ID_POINTER": "id"}, name: "ENRICHER_ALERT_ID_POINTER"},
 		{env: map[string]string{"ENRICHER_KAFKA_SASL_MECHANISM": "plain"}, name: "ENRICHER_KAFKA_SASL_MECHANISM"},
+		{env: map[string]string{"ENRICHER_KAFKA_SASL_MECHANISM": "plain", "ENRICHER_KAFKA_SASL_USERNAME": "svc"}, name: "ENRICHER_KAFKA_SASL_MECHANISM"},
 		{env: map[string]string{"ENRICHER_KAFKA_TLS": "maybe"}, name: "ENRICHER_KAFKA_TLS"},
 		{env: map[string]string{"ENRICHER_HTTP_ADDR": "8080"}, name: "ENRICHER_HTTP_ADDR"},
 		{env: map[string]string{"ENRICHER_LOG_LEVEL": "loud"}, name: "ENRICHER_LOG_LEVEL"},

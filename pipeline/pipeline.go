@@ -87,9 +87,10 @@ type Pipeline struct {
 	out    Sink
 	log    *slog.Logger
 
-	slots  chan struct{} // one per event in flight
-	mu     sync.Mutex
-	chains map[string]chain // per alert id, events not yet sent, in fetch order
+	slots   chan struct{} // one per event in flight
+	mu      sync.Mutex
+	chains  map[string]chain // per alert id, events not yet sent, in fetch order
+	stopped bool             // Run has returned: nothing more is sent
 
 	bufs    sync.Pool
 	stats   counters
@@ -176,11 +177,11 @@ fetching:
 		if err != nil {
 			<-p.slots
 			if fetchCtx.Err() != nil {
-				break
+				break fetching
 			}
 			if errors.Is(err, consumer.ErrClosed) {
 				runErr = fmt.Errorf("fetching from topic %q: %w", p.cfg.InputTopic, err)
-				break
+				break fetching
 			}
 			// A broker that restarts, a group that cannot be joined for a
 			// while, a partition whose leader moves: the consumer reports
@@ -208,9 +209,22 @@ fetching:
 	}
 	if err := p.drain(); err != nil {
 		p.log.Warn("shutdown: events still in flight were left to be consumed again", "in_flight", len(p.slots), "error", err)
+		var werr *writeError
+		if errors.As(err, &werr) && runErr == nil {
+			runErr = werr.err
+		}
 	}
+	// Lookups that end from now on find no producer to write to: their
+	// events stay unacknowledged and are consumed again.
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
 	return runErr
 }
+
+type writeError struct{ err error }
+
+func (w *writeError) Error() string { return w.err.Error() }
 
 func (p *Pipeline) drain() error {
 	deadline := time.Now().Add(p.cfg.DrainTimeout)
@@ -218,7 +232,12 @@ func (p *Pipeline) drain() error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("still %d after %v", len(p.slots), p.cfg.DrainTimeout)
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case err := <-p.out.Err():
+			// Nothing more will be acknowledged: waiting is pointless.
+			return &writeError{err}
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 	return nil
 }
@@ -297,7 +316,10 @@ func (p *Pipeline) enrich(work context.Context, e *event) {
 			return // shutting down: left unacknowledged, consumed again later
 		}
 		e.settle(r, err)
-		if p.cfg.Wait && (e.status == schemas.StatusUnavailable || e.status == schemas.StatusFailed) {
+		// Hold only what time can change: an unavailable API, or failures
+		// that mean it is unwell. A refusal (403, 401 after a fresh token)
+		// would hold the alert, and its partition's commits, for ever.
+		if p.cfg.Wait && (e.status == schemas.StatusUnavailable || e.status == schemas.StatusFailed && defender.Unhealthy(err)) {
 			// Hold the event: try again after a pause that grows to 30s.
 			pause := min(p.cfg.WaitRetry<<min(attempt, 5), 30*time.Second)
 			select {
@@ -355,6 +377,9 @@ func (p *Pipeline) enqueue(e *event) {
 func (p *Pipeline) complete(e *event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
 	e.ready = true
 	c := p.chains[e.alertID]
 	for c.head != nil && c.head.ready {
@@ -431,7 +456,7 @@ func (e *event) Acked() {
 		if e.source == schemas.SourceCache {
 			p.stats.fromCache.Add(1)
 		}
-		p.metrics.events.WithLabelValues(string(e.status)).Inc()
+		p.metrics.byStatus[e.status].Inc()
 		p.metrics.latency.Observe(time.Since(e.fetched).Seconds())
 	}
 	p.putBuf(e)
@@ -491,6 +516,7 @@ func (p *Pipeline) Stats() Stats {
 
 type metrics struct {
 	events        *prometheus.CounterVec
+	byStatus      map[schemas.Status]prometheus.Counter // events' children, resolved once
 	deadLetters   *prometheus.CounterVec
 	latency       prometheus.Histogram
 	lookupSeconds prometheus.Histogram
@@ -516,6 +542,10 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) (*metrics, error) {
 			Help:    "Time events that missed the cache waited for their lookup.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 3, 10),
 		}),
+	}
+	m.byStatus = make(map[schemas.Status]prometheus.Counter)
+	for _, st := range []schemas.Status{schemas.StatusEnriched, schemas.StatusNotFound, schemas.StatusUnavailable, schemas.StatusFailed, schemas.StatusSkipped} {
+		m.byStatus[st] = m.events.WithLabelValues(string(st))
 	}
 	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "enricher_events_in_flight",

@@ -396,3 +396,20 @@ func TestFetchErrorsAreRetried(t *testing.T) {
 		t.Fatalf("got %+v", got)
 	}
 }
+
+// TestWaitPolicyPublishesRefusals: with Wait, an answer no retry can change
+// (a 403) is published as failed instead of holding the partition for ever.
+func TestWaitPolicyPublishesRefusals(t *testing.T) {
+	lk := &fakeLookup{answer: func(context.Context, string) (*defender.User, error) {
+		return nil, &defender.APIError{StatusCode: 403, Code: "Forbidden"}
+	}}
+	r := newRig(t, pipeline.Config{Wait: true, WaitRetry: 10 * time.Millisecond}, lk, 1)
+	r.produce(t, 0, idA)
+	got := r.read(t, 1)
+	if got[0].Enrichment.Status != "failed" {
+		t.Fatalf("status %q, want failed", got[0].Enrichment.Status)
+	}
+	if n := lk.calls.Load(); n != 1 {
+		t.Fatalf("%d lookups of a refused alert, want 1", n)
+	}
+}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -26,9 +25,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/defender-enricher/defender-enricher/app"
 	"github.com/defender-enricher/defender-enricher/budget"
-	"github.com/defender-enricher/defender-enricher/config"
 	"github.com/defender-enricher/defender-enricher/kafkatest"
 	"github.com/defender-enricher/defender-enricher/simulator"
 )
@@ -327,48 +324,6 @@ func newRand(t testing.TB) *rand.Rand {
 	}
 	t.Logf("random seed %d (ENRICHER_DRILL_SEED=%d repeats it)", seed, seed)
 	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-}
-
-// startConnectorWith is startConnector with the connector's calls to Entra
-// ID and Defender going through hc instead of the simulator's own client,
-// so that a drill can record what the connector sent and when.
-func startConnectorWith(t *testing.T, e *env, hc *http.Client, overrides map[string]string) (*app.App, func() error) {
-	t.Helper()
-	vars := e.vars(overrides)
-	getenv := func(k string) string { return vars[k] }
-	cfg, err := config.Load(flag.NewFlagSet("e2e", flag.ContinueOnError), nil, getenv, io.Discard)
-	if err != nil {
-		t.Fatalf("configuration: %v", err)
-	}
-	a, err := app.New(cfg, app.Deps{Logger: testLogger(t, vars["ENRICHER_LOG_LEVEL"]), HTTPClient: hc, Getenv: getenv})
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	var (
-		once   sync.Once
-		result error
-	)
-	stop := func() error {
-		once.Do(func() {
-			cancel()
-			limit := cfg.ShutdownTimeout*3/2 + 5*time.Second
-			select {
-			case result = <-done:
-			case <-time.After(limit):
-				result = fmt.Errorf("connector still running %v after its context was cancelled", limit)
-			}
-		})
-		return result
-	}
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("stopping the connector: %v", err)
-		}
-	})
-	return a, stop
 }
 
 // sent is one Defender request as the connector's HTTP client saw it.

@@ -154,11 +154,18 @@ func (e *env) caCertFile() string {
 // simulator's client, which trusts the simulator's CA and nothing else.
 //
 // The returned stop func cancels the connector's context and waits for Run
-// to return, bounded by one and a half shutdown timeouts (the pipeline's
-// drain, then the teardown) plus a margin, and returns Run's error; later
+// to return, bounded by the shutdown timeout (the connector's own bound,
+// from the signal) plus a margin, and returns Run's error; later
 // calls return the first call's result. It also runs at cleanup, where an
 // error fails the test.
 func startConnector(t *testing.T, e *env, overrides map[string]string) (*app.App, func() error) {
+	t.Helper()
+	return startConnectorWith(t, e, e.sim.Client(), overrides)
+}
+
+// startConnectorWith is startConnector with the connector's Defender and
+// Entra calls going through hc, for a test that records them.
+func startConnectorWith(t *testing.T, e *env, hc *http.Client, overrides map[string]string) (*app.App, func() error) {
 	t.Helper()
 	vars := e.vars(overrides)
 	getenv := func(k string) string { return vars[k] }
@@ -166,11 +173,7 @@ func startConnector(t *testing.T, e *env, overrides map[string]string) (*app.App
 	if err != nil {
 		t.Fatalf("configuration: %v", err)
 	}
-	a, err := app.New(cfg, app.Deps{
-		Logger:     testLogger(t, vars["ENRICHER_LOG_LEVEL"]),
-		HTTPClient: e.sim.Client(),
-		Getenv:     getenv,
-	})
+	a, err := app.New(cfg, app.Deps{Logger: testLogger(t, vars["ENRICHER_LOG_LEVEL"]), HTTPClient: hc, Getenv: getenv})
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}
@@ -185,7 +188,7 @@ func startConnector(t *testing.T, e *env, overrides map[string]string) (*app.App
 	stop := func() error {
 		once.Do(func() {
 			cancel()
-			limit := cfg.ShutdownTimeout*3/2 + 5*time.Second
+			limit := cfg.ShutdownTimeout + 5*time.Second
 			select {
 			case result = <-done:
 			case <-time.After(limit):

@@ -734,6 +734,24 @@ func (s *stream) eventsFrom(t testing.TB, from, k int, timeout time.Duration) []
 	}
 }
 
+// collect marks, in seen, the events of want among what tl has read since
+// the counts *no and *nd, and moves the counts on.
+func (tl *tail) collect(want, seen map[string]bool, no, nd *int) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	for _, o := range tl.outs[*no:] {
+		if want[o.id()] {
+			seen[o.id()] = true
+		}
+	}
+	for _, d := range tl.dls[*nd:] {
+		if want[d.id()] {
+			seen[d.id()] = true
+		}
+	}
+	*no, *nd = len(tl.outs), len(tl.dls)
+}
+
 // awaitCovered is tail.waitCovered that also fails as soon as one of procs
 // exits, with its log, instead of waiting out the timeout.
 func awaitCovered(t testing.TB, tl *tail, timeout time.Duration, inputs []event, procs ...*proc) ([]output, []deadLetter) {
@@ -746,19 +764,7 @@ func awaitCovered(t testing.TB, tl *tail, timeout time.Duration, inputs []event,
 	var no, nd int
 	deadline := time.Now().Add(timeout)
 	for {
-		tl.mu.Lock()
-		for _, o := range tl.outs[no:] {
-			if want[o.id()] {
-				seen[o.id()] = true
-			}
-		}
-		for _, d := range tl.dls[nd:] {
-			if want[d.id()] {
-				seen[d.id()] = true
-			}
-		}
-		no, nd = len(tl.outs), len(tl.dls)
-		tl.mu.Unlock()
+		tl.collect(want, seen, &no, &nd)
 		if len(seen) == len(want) {
 			return tl.snapshot()
 		}
@@ -863,19 +869,7 @@ func awaitOutcome(t testing.TB, e *env, tl *tail, timeout time.Duration, inputs 
 	deadline := time.Now().Add(timeout)
 	lastSettleCheck := time.Now()
 	for {
-		tl.mu.Lock()
-		for _, o := range tl.outs[no:] {
-			if want[o.id()] {
-				seen[o.id()] = true
-			}
-		}
-		for _, d := range tl.dls[nd:] {
-			if want[d.id()] {
-				seen[d.id()] = true
-			}
-		}
-		no, nd = len(tl.outs), len(tl.dls)
-		tl.mu.Unlock()
+		tl.collect(want, seen, &no, &nd)
 		if len(seen) == len(want) {
 			return tl.snapshot()
 		}

@@ -12,8 +12,9 @@
 //   - No head-of-line blocking: an event waits only for its own lookup and for
 //     earlier events of the same alert id, never for another alert's call.
 //     Answers already in the cache are used at once, on the fetch loop.
-//   - Bounded memory: at most MaxInFlight events are between fetch and
-//     acknowledgement; when full, fetching pauses. Nothing is dropped.
+//   - Bounded memory: at most MaxInFlight events, and input messages of
+//     about MaxInFlightBytes, are between fetch and acknowledgement; when
+//     either is full, fetching pauses. Nothing is dropped.
 //   - With the passthrough policy an alert whose lookup takes longer than
 //     MaxEnrichWait is published with status unavailable (or failed when the
 //     API kept failing), without its user. With the wait policy it is held
@@ -25,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,20 +64,34 @@ type Config struct {
 	Parser                            *schemas.Parser
 	// Wait holds events until the API answers instead of passing them
 	// through after MaxEnrichWait.
-	Wait            bool
-	MaxEnrichWait   time.Duration // default 10s
-	MaxInFlight     int           // default 1000
-	MaxMessageBytes int           // largest record written; default 1,000,000
+	Wait          bool
+	MaxEnrichWait time.Duration // default 10s
+	MaxInFlight   int           // default 1000
+	// MaxInFlightBytes bounds the bytes (key, value, headers) of the input
+	// messages between fetch and acknowledgement: fetching waits while
+	// this much is held, so at most one message goes over it. Default
+	// DefaultMaxInFlightBytes.
+	MaxInFlightBytes int64
+	MaxMessageBytes  int // largest record written, headers included; default 1,000,000
 	// DrainTimeout bounds the wait for in-flight events once fetching
 	// stopped; events still waiting then are left unacknowledged, to be
 	// consumed again. Default 20s.
 	DrainTimeout time.Duration
 	// WaitRetry is the first pause before a held event (Wait) is looked up
 	// again; it doubles up to 30s. Default 1s.
-	WaitRetry  time.Duration
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	WaitRetry time.Duration
+	// DeadLetterLogInterval is how often dead letters of one reason are
+	// logged one by one: the first in an interval is, the rest are counted
+	// and logged as one line when it ends. Default 10s.
+	DeadLetterLogInterval time.Duration
+	Logger                *slog.Logger
+	Registerer            prometheus.Registerer
 }
+
+// DefaultMaxInFlightBytes is the default of Config.MaxInFlightBytes: 32 MiB
+// of input, which with each event's output copy and the garbage collector's
+// headroom keeps the connector within the 256 MiB its deploy files give it.
+const DefaultMaxInFlightBytes = 32 << 20
 
 // Pipeline is the connector's event loop. Run it once.
 type Pipeline struct {
@@ -88,6 +102,8 @@ type Pipeline struct {
 	log    *slog.Logger
 
 	slots   chan struct{} // one per event in flight
+	bytes   *inflightBytes
+	dlLog   *deadLetterLog
 	mu      sync.Mutex
 	chains  map[string]chain // per alert id, events not yet sent, in fetch order
 	stopped bool             // Run has returned: nothing more is sent
@@ -122,12 +138,20 @@ func New(cfg Config, in Source, lookup Lookup, out Sink) (*Pipeline, error) {
 	if cfg.WaitRetry <= 0 {
 		cfg.WaitRetry = time.Second
 	}
+	if cfg.MaxInFlightBytes <= 0 {
+		cfg.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
+	if cfg.DeadLetterLogInterval <= 0 {
+		cfg.DeadLetterLogInterval = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Pipeline{
 		cfg: cfg, in: in, lookup: lookup, out: out, log: cfg.Logger,
 		slots:  make(chan struct{}, cfg.MaxInFlight),
+		bytes:  newInflightBytes(cfg.MaxInFlightBytes),
+		dlLog:  newDeadLetterLog(cfg.Logger, cfg.DeadLetterLogInterval),
 		chains: make(map[string]chain),
 	}
 	p.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
@@ -151,15 +175,26 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	fetchCtx, stopFetching := context.WithCancel(ctx)
 	defer stopFetching()
 
-	writeErr := make(chan error, 1)
+	// One reader of the producer's errors for the whole run, fetching and
+	// draining alike, so that a write error ends the run at once whenever
+	// it comes, a SIGTERM at the same moment included.
+	failed := make(chan struct{})
+	var failErr error // written before failed is closed, or after watching ended
+	stopWatching, watching := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(watching)
 		select {
 		case err := <-p.out.Err():
-			writeErr <- err
+			failErr = err
+			close(failed)
 			stopFetching()
-		case <-fetchCtx.Done():
+		case <-stopWatching:
 		}
 	}()
+	runDone := make(chan struct{})
+	defer close(runDone)
+	go p.flushDeadLetterLog(runDone)
+	defer func() { p.dlLog.flush(time.Now(), true) }()
 
 	var events []schemas.Event
 	var runErr error
@@ -173,6 +208,11 @@ fetching:
 		case <-fetchCtx.Done():
 			break fetching
 		}
+		if err := p.bytes.waitRoom(fetchCtx); err != nil {
+			<-p.slots
+			break fetching
+		}
+		fetchStart := time.Now()
 		msg, err := p.in.Fetch(fetchCtx)
 		if err != nil {
 			<-p.slots
@@ -187,9 +227,12 @@ fetching:
 			// while, a partition whose leader moves: the consumer reports
 			// them and keeps retrying, so fetching goes on. Nothing fetched
 			// is lost meanwhile: it is not acknowledged until written.
+			// kafka-go retries inside a fetch before it reports, so the time
+			// between two of these lines is fetch_took plus retry_in.
 			fetchFailures++
 			pause := min(100*time.Millisecond<<min(fetchFailures-1, 6), 5*time.Second)
-			p.log.Warn("fetching failed; retrying", "topic", p.cfg.InputTopic, "failures", fetchFailures, "retry_in", pause, "error", err)
+			p.log.Warn("fetching failed; retrying", "topic", p.cfg.InputTopic, "failures", fetchFailures,
+				"fetch_took", time.Since(fetchStart).Round(time.Millisecond).String(), "retry_in", pause.String(), "error", err)
 			select {
 			case <-time.After(pause):
 			case <-fetchCtx.Done():
@@ -199,47 +242,70 @@ fetching:
 		}
 		fetchFailures = 0
 		events = p.handle(fetchCtx, work, msg, events[:0])
+		// The events point into the message; the loop keeps the slice for
+		// the next one, not the message.
+		clear(events)
 	}
 	stopFetching()
-	select {
-	case err := <-writeErr:
-		// Nothing more will be acknowledged: there is nothing to drain.
-		return err
-	default:
-	}
-	if err := p.drain(); err != nil {
-		p.log.Warn("shutdown: events still in flight were left to be consumed again", "in_flight", len(p.slots), "error", err)
-		var werr *writeError
-		if errors.As(err, &werr) && runErr == nil {
-			runErr = werr.err
-		}
-	}
+	drainErr := p.drain(failed)
 	// Lookups that end from now on find no producer to write to: their
 	// events stay unacknowledged and are consumed again.
 	p.mu.Lock()
 	p.stopped = true
 	p.mu.Unlock()
+	// A write error reported before this point is Run's error, whichever
+	// of the watcher's two cases was chosen when it and the end of the run
+	// came together.
+	close(stopWatching)
+	<-watching
+	if failErr == nil {
+		select {
+		case failErr = <-p.out.Err():
+		default:
+		}
+	}
+	if drainErr != nil {
+		p.log.Warn("shutdown: events still in flight were left to be consumed again", "in_flight", len(p.slots), "error", drainErr)
+	}
+	if failErr != nil && runErr == nil {
+		runErr = failErr
+	}
 	return runErr
 }
 
-type writeError struct{ err error }
-
-func (w *writeError) Error() string { return w.err.Error() }
-
-func (p *Pipeline) drain() error {
-	deadline := time.Now().Add(p.cfg.DrainTimeout)
+// drain waits for the events in flight, up to DrainTimeout, or until the
+// producer failed (failed closed), after which nothing more will be
+// acknowledged and waiting is pointless.
+func (p *Pipeline) drain(failed <-chan struct{}) error {
+	deadline := time.NewTimer(p.cfg.DrainTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
 	for len(p.slots) > 0 {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("still %d after %v", len(p.slots), p.cfg.DrainTimeout)
-		}
 		select {
-		case err := <-p.out.Err():
-			// Nothing more will be acknowledged: waiting is pointless.
-			return &writeError{err}
-		case <-time.After(5 * time.Millisecond):
+		case <-failed:
+			return errors.New("a write failed")
+		case <-deadline.C:
+			return fmt.Errorf("still %d after %v", len(p.slots), p.cfg.DrainTimeout)
+		case <-tick.C:
 		}
 	}
 	return nil
+}
+
+// flushDeadLetterLog logs the counts of dead letters not logged one by one,
+// once an interval, until done is closed.
+func (p *Pipeline) flushDeadLetterLog(done <-chan struct{}) {
+	t := time.NewTicker(p.cfg.DeadLetterLogInterval)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			p.dlLog.flush(now, false)
+		case <-done:
+			return
+		}
+	}
 }
 
 // event is one alert (or one envelope record) between fetch and
@@ -257,6 +323,7 @@ type event struct {
 	user    []byte
 	errText string
 	fetched time.Time
+	held    *heldMessage
 	ready   bool   // guarded by Pipeline.mu
 	next    *event // guarded by Pipeline.mu
 	buf     *[]byte
@@ -264,10 +331,15 @@ type event struct {
 
 func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message, events []schemas.Event) []schemas.Event {
 	events = p.cfg.Parser.Parse(msg.Value, events)
-	msg.Expect(len(events))
 	if len(events) == 0 {
-		<-p.slots // the room taken before fetching
+		// Parse never yields nothing; should it ever, the message still may
+		// not be acknowledged without a record.
+		events = append(events, schemas.Event{Alert: msg.Value, Reject: schemas.ReasonEmptyEnvelope, Detail: "message yielded no event", Record: -1})
 	}
+	msg.Expect(len(events))
+	held := &heldMessage{bytes: messageSize(&msg.Message)}
+	held.pending.Store(int64(len(events)))
+	p.bytes.add(held.bytes)
 	now := time.Now()
 	for i := range events {
 		if i > 0 { // the first event has the room taken before fetching
@@ -281,7 +353,7 @@ func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message,
 			}
 		}
 		ev := &events[i]
-		e := &event{p: p, msg: msg, alertID: ev.AlertID, alert: ev.Alert, record: ev.Record, reject: ev.Reject, detail: ev.Detail, fetched: now}
+		e := &event{p: p, msg: msg, alertID: ev.AlertID, alert: ev.Alert, record: ev.Record, reject: ev.Reject, detail: ev.Detail, fetched: now, held: held}
 		switch {
 		case ev.Reject != "":
 			p.deadLetter(e)
@@ -401,10 +473,10 @@ func (p *Pipeline) publish(e *event) {
 		Status: e.status, Source: e.source, EnrichedAt: time.Now(), Error: e.errText,
 	}, schemas.Origin{Topic: e.msg.Topic, Partition: e.msg.Partition, Offset: e.msg.Offset})
 	*e.buf = value
-	if len(value)+len(e.alertID) > p.cfg.MaxMessageBytes {
+	if size := recordSize([]byte(e.alertID), value, e.msg.Headers); size > p.cfg.MaxMessageBytes {
 		p.putBuf(e)
 		e.reject = schemas.ReasonTooLarge
-		e.detail = fmt.Sprintf("the enriched event is %d bytes, over ENRICHER_MAX_MESSAGE_BYTES (%d)", len(value), p.cfg.MaxMessageBytes)
+		e.detail = fmt.Sprintf("the enriched event is %d bytes with its key and headers, over ENRICHER_MAX_MESSAGE_BYTES (%d)", size, p.cfg.MaxMessageBytes)
 		p.deadLetter(e)
 		return
 	}
@@ -419,32 +491,42 @@ func (p *Pipeline) deadLetter(e *event) {
 	if e.record >= 0 {
 		value = e.alert
 	}
-	headers := make([]kafka.Header, 0, len(m.Headers)+7)
-	headers = append(headers, m.Headers...)
-	headers = append(headers,
-		kafka.Header{Key: schemas.HeaderReason, Value: []byte(e.reject)},
-		kafka.Header{Key: schemas.HeaderMessage, Value: []byte(e.detail)},
-		kafka.Header{Key: schemas.HeaderTopic, Value: []byte(m.Topic)},
-		kafka.Header{Key: schemas.HeaderPartition, Value: strconv.AppendInt(nil, int64(m.Partition), 10)},
-		kafka.Header{Key: schemas.HeaderOffset, Value: strconv.AppendInt(nil, m.Offset, 10)},
-	)
-	if e.record >= 0 {
-		headers = append(headers, kafka.Header{Key: schemas.HeaderRecord, Value: strconv.AppendInt(nil, int64(e.record), 10)})
+	key, in := m.Key, m.Headers
+	dl := schemas.DeadLetter{
+		Reason: e.reject, Detail: e.detail, Record: e.record,
+		Origin: schemas.Origin{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset},
 	}
 	// A message too large to process may also be too large to write: keep
-	// what fits and say how long it was.
-	if room := p.cfg.MaxMessageBytes - len(m.Key) - 1024; len(value) > room {
-		headers = append(headers, kafka.Header{Key: HeaderTruncated, Value: strconv.AppendInt(nil, int64(len(value)), 10)})
-		value = value[:max(room, 0)]
+	// what fits and say what was left out. The value goes first, then the
+	// input's headers, then the key; the connector's own headers always fit.
+	if recordSize(key, value, schemas.DeadLetterHeaders(in, dl)) > p.cfg.MaxMessageBytes {
+		dl.TruncatedFrom = len(value)
+		if recordSize(key, nil, schemas.DeadLetterHeaders(in, dl)) > p.cfg.MaxMessageBytes {
+			dl.Dropped, in = "headers", nil
+			if recordSize(key, nil, schemas.DeadLetterHeaders(in, dl)) > p.cfg.MaxMessageBytes {
+				dl.Dropped, key = "key,headers", nil
+			}
+		}
+		room := p.cfg.MaxMessageBytes - recordSize(key, nil, schemas.DeadLetterHeaders(in, dl))
+		value = value[:max(min(room, len(value)), 0)]
 	}
 	p.metrics.deadLetters.WithLabelValues(string(e.reject)).Inc()
-	p.log.Warn("dead letter", "reason", string(e.reject), "detail", e.detail, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "record", e.record)
-	p.out.Send(producer.Record{Topic: p.cfg.DLQTopic, Key: m.Key, Value: value, Headers: headers, Ack: e})
+	p.dlLog.record(e, time.Now())
+	p.out.Send(producer.Record{Topic: p.cfg.DLQTopic, Key: key, Value: value, Headers: schemas.DeadLetterHeaders(in, dl), Ack: e})
 }
 
-// HeaderTruncated is added to a dead letter whose value was cut to fit,
-// with the original length.
-const HeaderTruncated = "enricher.error.truncated"
+// recordSize is the size of a record as the size limits count it.
+func recordSize(key, value []byte, headers []kafka.Header) int {
+	n := len(key) + len(value)
+	for _, h := range headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// HeaderTruncated is schemas.HeaderTruncated, kept for readers of dead
+// letters that know it from here.
+const HeaderTruncated = schemas.HeaderTruncated
 
 // Acked is called by the producer once e's record is written.
 func (e *event) Acked() {
@@ -460,6 +542,9 @@ func (e *event) Acked() {
 		p.metrics.latency.Observe(time.Since(e.fetched).Seconds())
 	}
 	p.putBuf(e)
+	if e.held.pending.Add(-1) == 0 {
+		p.bytes.release(e.held.bytes)
+	}
 	e.msg.Done()
 	<-p.slots
 }
@@ -478,6 +563,9 @@ type Stats struct {
 	// cache without a call of their own.
 	FromCache int64
 	InFlight  int
+	// InFlightBytes is the size of the input messages held (see
+	// Config.MaxInFlightBytes).
+	InFlightBytes int64
 }
 
 // Total is every event acknowledged.
@@ -510,7 +598,7 @@ func (p *Pipeline) Stats() Stats {
 		Enriched: p.stats.enriched.Load(), NotFound: p.stats.notFound.Load(),
 		Unavailable: p.stats.unavailable.Load(), Failed: p.stats.failed.Load(),
 		Skipped: p.stats.skipped.Load(), DeadLetters: p.stats.deadLetters.Load(),
-		FromCache: p.stats.fromCache.Load(), InFlight: len(p.slots),
+		FromCache: p.stats.fromCache.Load(), InFlight: len(p.slots), InFlightBytes: p.bytes.held(),
 	}
 }
 
@@ -551,8 +639,12 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) (*metrics, error) {
 		Name: "enricher_events_in_flight",
 		Help: "Events fetched and not yet acknowledged by the output.",
 	}, func() float64 { return float64(len(p.slots)) })
+	inFlightBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "enricher_in_flight_bytes",
+		Help: "Bytes of the input messages fetched and not yet acknowledged by the output.",
+	}, func() float64 { return float64(p.bytes.held()) })
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.events, m.deadLetters, m.latency, m.lookupSeconds, inFlight} {
+		for _, c := range []prometheus.Collector{m.events, m.deadLetters, m.latency, m.lookupSeconds, inFlight, inFlightBytes} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("pipeline: registering metrics: %w", err)
 			}

@@ -65,7 +65,8 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if r := top["records"]; len(r) > 0 && r[0] == '[' {
+		hasID := top["id"] != nil && string(top["id"]) != "null"
+		if r := top["records"]; len(r) > 0 && r[0] == '[' && !hasID {
 			checkEnvelope(t, r, evs)
 			return
 		}
@@ -89,6 +90,18 @@ func checkEnvelope(t *testing.T, records json.RawMessage, evs []schemas.Event) {
 	var recs []json.RawMessage
 	if err := json.Unmarshal(records, &recs); err != nil {
 		t.Fatal(err)
+	}
+	switch {
+	case len(recs) == 0:
+		if len(evs) != 1 || evs[0].Reject != schemas.ReasonEmptyEnvelope || evs[0].Record != -1 {
+			t.Fatalf("an envelope with no records gave %+v", evs)
+		}
+		return
+	case len(recs) > schemas.DefaultMaxRecords:
+		if len(evs) != 1 || evs[0].Reject != schemas.ReasonTooManyRecords || evs[0].Record != -1 {
+			t.Fatalf("an envelope of %d records gave %d events", len(recs), len(evs))
+		}
+		return
 	}
 	if len(evs) != len(recs) {
 		t.Fatalf("%d records gave %d events", len(recs), len(evs))

@@ -15,6 +15,11 @@ const (
 	DefaultIDPointer = "/id"
 	DefaultMaxBytes  = 1_000_000
 	DefaultMaxDepth  = 64
+	// DefaultMaxRecords is the most records one streaming-API envelope
+	// may carry. Defender's streaming API sends a few dozen at a time; a
+	// message with more is one dead letter, so that a single message
+	// cannot fan out into hundreds of thousands of events.
+	DefaultMaxRecords = 1000
 	// MaxDepthLimit is the largest MaxDepth NewParser accepts. The
 	// validator recurses once per level, so the bound keeps its stack
 	// small whatever the configuration says.
@@ -46,6 +51,10 @@ type ParserConfig struct {
 	// ReasonInvalidJSON. Zero means DefaultMaxDepth; at most
 	// MaxDepthLimit.
 	MaxDepth int
+	// MaxRecords is the most records a streaming-API envelope may carry;
+	// one with more is rejected whole with ReasonTooManyRecords, before
+	// any record is read. Zero means DefaultMaxRecords.
+	MaxRecords int
 }
 
 // Parser splits message values into events. It holds no mutable state,
@@ -55,6 +64,7 @@ type Parser struct {
 	tokens   []pointerToken
 	maxBytes int
 	maxDepth int
+	maxRecs  int
 }
 
 // pointerToken is one reference token of the id pointer, unescaped.
@@ -66,10 +76,10 @@ type pointerToken struct {
 
 // NewParser returns a Parser for cfg. It fails when IDPointer is neither
 // empty nor an RFC 6901 pointer (starting with "/", "~" only in "~0" and
-// "~1", valid UTF-8), or when MaxBytes or MaxDepth is negative or
-// MaxDepth is above MaxDepthLimit.
+// "~1", valid UTF-8), or when MaxBytes, MaxDepth or MaxRecords is negative
+// or MaxDepth is above MaxDepthLimit.
 func NewParser(cfg ParserConfig) (*Parser, error) {
-	p := &Parser{pointer: cfg.IDPointer, maxBytes: cfg.MaxBytes, maxDepth: cfg.MaxDepth}
+	p := &Parser{pointer: cfg.IDPointer, maxBytes: cfg.MaxBytes, maxDepth: cfg.MaxDepth, maxRecs: cfg.MaxRecords}
 	if p.pointer == "" {
 		p.pointer = DefaultIDPointer
 	}
@@ -78,6 +88,12 @@ func NewParser(cfg ParserConfig) (*Parser, error) {
 	}
 	if p.maxDepth == 0 {
 		p.maxDepth = DefaultMaxDepth
+	}
+	if p.maxRecs == 0 {
+		p.maxRecs = DefaultMaxRecords
+	}
+	if p.maxRecs < 0 {
+		return nil, fmt.Errorf("schemas: max records %d: must be positive, or 0 for the default %d", cfg.MaxRecords, DefaultMaxRecords)
 	}
 	if p.maxBytes < 0 {
 		return nil, fmt.Errorf("schemas: max bytes %d: must be positive, or 0 for the default %d", cfg.MaxBytes, DefaultMaxBytes)
@@ -179,13 +195,22 @@ type Event struct {
 // mark and whitespace around the value are accepted; anything after the
 // value is not.
 //
-// A plain object (forms 1 and 3) yields one event with Record -1 and the
-// alert id at the configured pointer. Missing, null, wrong-kind and
-// invalid ids reject the whole message, with Alert the whole value.
+// Parse always yields at least one event, so that no message is ever
+// acknowledged without an output or a dead letter.
+//
+// An object is a streaming-API envelope when nothing (or null) is at the
+// configured id pointer and its "records" member is an array; any other
+// object is a plain alert (forms 1 and 3), whatever else it carries, so an
+// alert that happens to have a "records" array is still one alert.
+//
+// A plain object yields one event with Record -1 and the alert id at the
+// configured pointer. Missing, null, wrong-kind and invalid ids reject the
+// whole message, with Alert the whole value.
 //
 // A streaming-API envelope yields one event per record, in order, with
-// Record its index and Alert its bytes; an envelope with no records yields
-// no events, and the caller commits it as done. A bad record rejects only
+// Record its index and Alert its bytes. An envelope with no records is
+// rejected whole with ReasonEmptyEnvelope, and one with more than
+// MaxRecords records with ReasonTooManyRecords. A bad record rejects only
 // itself; the envelope's other records are unaffected. A record's id is at
 // "/properties/AlertId". A record is skipped unless its
 // properties.ServiceSource is "Microsoft Defender for Endpoint" or
@@ -236,10 +261,30 @@ func (p *Parser) Parse(value []byte, dst []Event) []Event {
 			first = v
 		}
 	}
-	if len(records) > 0 && records[0] == '[' {
-		return appendRecords(records, dst)
+	if len(records) == 0 || records[0] != '[' || p.hasID(first) {
+		return append(dst, p.plain(value, top, first))
 	}
-	return append(dst, p.plain(value, top, first))
+	switch n := countElements(records, p.maxRecs+1); {
+	case n == 0:
+		return append(dst, wholeReject(value, ReasonEmptyEnvelope, `streaming-API envelope with no records ("records" is an empty array)`))
+	case n > p.maxRecs:
+		return append(dst, wholeReject(value, ReasonTooManyRecords,
+			fmt.Sprintf("streaming-API envelope with more than %d records, the limit (ENRICHER_MAX_RECORDS)", p.maxRecs)))
+	}
+	return appendRecords(records, dst)
+}
+
+// countElements counts the elements of a JSON array, stopping at limit.
+func countElements(arr []byte, limit int) int {
+	it := newArrayIter(arr)
+	n := 0
+	for n < limit {
+		if _, ok := it.next(); !ok {
+			break
+		}
+		n++
+	}
+	return n
 }
 
 func wholeReject(value []byte, r Reason, detail string) Event {
@@ -280,6 +325,29 @@ func (p *Parser) plain(value, obj, first []byte) Event {
 		return wholeReject(value, reason, "alert id at "+strconv.Quote(p.pointer)+" "+problem)
 	}
 	return Event{AlertID: id, Alert: obj, Record: -1}
+}
+
+// hasID reports whether the pointer, whose first step resolved to first
+// (nil when absent), leads to a value other than null.
+func (p *Parser) hasID(first []byte) bool {
+	cur := first
+	for _, tok := range p.tokens[1:] {
+		if cur == nil {
+			return false
+		}
+		switch cur[0] {
+		case '{':
+			cur, _ = member(cur, tok.key)
+		case '[':
+			if tok.index < 0 {
+				return false
+			}
+			cur, _ = element(cur, tok.index)
+		default:
+			return false
+		}
+	}
+	return cur != nil && cur[0] != 'n'
 }
 
 // missing words a missing id whose path stops at token k, saying what

@@ -176,8 +176,18 @@ func TestParse(t *testing.T) {
 				{alert: `{"properties":{"AlertId":5}}`, reject: schemas.ReasonInvalidAlertID, detail: `record 4: alert id at "/properties/AlertId" is a number, want a string`, record: 4},
 				{alert: `{"properties":{"alertid":"x"}}`, reject: schemas.ReasonMissingAlertID, detail: `record 5:`, record: 5},
 			}},
-		{name: "envelope with no records", in: `{"records":[]}`, want: nil},
-		{name: "envelope with no records and an id", in: `{"id":"abc","records":[ ]}`, want: nil},
+		{name: "envelope with no records", in: `{"records":[]}`, want: []want{whole(schemas.ReasonEmptyEnvelope, "no records")}},
+		{name: "envelope with no records, spaced", in: `{"records":[ ],"time":"x"}`, want: []want{whole(schemas.ReasonEmptyEnvelope, "no records")}},
+		{name: "alert with an empty records array", in: `{"id":"` + goodID + `","title":"x","records":[]}`, want: []want{accepted(goodID, "")}},
+		{name: "alert with a records array", in: `{"records":[` + rec("a1", "") + `],"id":"abc"}`, want: []want{accepted("abc", "")}},
+		{name: "invalid id beside records is a plain object", in: `{"id":5,"records":[` + rec("a1", "") + `]}`, want: []want{whole(schemas.ReasonInvalidAlertID, "is a number")}},
+		{name: "null id beside records is an envelope", in: `{"id":null,"records":[` + rec("a1", "") + `]}`, want: []want{{id: "a1", alert: rec("a1", ""), record: 0}}},
+		{name: "envelope at the record limit", cfg: schemas.ParserConfig{MaxRecords: 2}, in: `{"records":[` + rec("a1", "") + `,` + rec("a2", "") + `]}`,
+			want: []want{{id: "a1", alert: rec("a1", ""), record: 0}, {id: "a2", alert: rec("a2", ""), record: 1}}},
+		{name: "envelope over the record limit", cfg: schemas.ParserConfig{MaxRecords: 2}, in: `{"records":[` + rec("a1", "") + `,` + rec("a2", "") + `,1]}`,
+			want: []want{whole(schemas.ReasonTooManyRecords, "more than 2 records")}},
+		{name: "envelope of numbers over the default limit", in: `{"records":[` + strings.TrimSuffix(strings.Repeat("1,", 1001), ",") + `]}`,
+			want: []want{whole(schemas.ReasonTooManyRecords, "more than 1000 records, the limit (ENRICHER_MAX_RECORDS)")}},
 		{name: "envelope ignores the pointer", cfg: schemas.ParserConfig{IDPointer: "/data/alertId"}, in: `{"records":[` + rec("a1", "") + `]}`,
 			want: []want{{id: "a1", alert: rec("a1", ""), record: 0}}},
 		{name: "records not an array is a plain object", in: `{"records":{"a":[]},"id":"abc"}`, want: []want{accepted("abc", "")}},
@@ -275,9 +285,9 @@ func TestParseAppends(t *testing.T) {
 	dst = p.Parse([]byte(`{"records":[]}`), dst)
 	var ids []string
 	for _, e := range dst {
-		ids = append(ids, e.AlertID)
+		ids = append(ids, e.AlertID+string(e.Reject))
 	}
-	if got := strings.Join(ids, ","); got != "one,two,three" {
+	if got := strings.Join(ids, ","); got != "one,two,three,empty_envelope" {
 		t.Fatalf("ids = %s", got)
 	}
 }

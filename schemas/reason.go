@@ -25,6 +25,13 @@ const (
 	// ReasonTooLarge: the message is larger than MaxBytes. It is checked
 	// before anything else, so an oversized message is never scanned.
 	ReasonTooLarge Reason = "too_large"
+	// ReasonEmptyEnvelope: a streaming-API envelope whose "records" array
+	// is empty. It carries no event, and a message is never acknowledged
+	// without an output or a dead letter.
+	ReasonEmptyEnvelope Reason = "empty_envelope"
+	// ReasonTooManyRecords: a streaming-API envelope with more records
+	// than MaxRecords. The whole message is one dead letter.
+	ReasonTooManyRecords Reason = "too_many_records"
 )
 
 // Dead-letter header names. The enricher.* headers are the connector's

@@ -165,14 +165,14 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	parser, err := schemas.NewParser(schemas.ParserConfig{IDPointer: cfg.AlertIDPointer, MaxBytes: cfg.MaxMessageBytes})
+	parser, err := schemas.NewParser(schemas.ParserConfig{IDPointer: cfg.AlertIDPointer, MaxBytes: cfg.MaxMessageBytes, MaxRecords: cfg.MaxRecords})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", config.Env("alert-id-pointer"), err)
 	}
 	if a.pipeline, err = pipeline.New(pipeline.Config{
 		InputTopic: cfg.InputTopic, OutputTopic: cfg.OutputTopic, DLQTopic: cfg.DLQTopic,
 		Parser: parser, Wait: cfg.OnUnavailable == config.Wait, MaxEnrichWait: cfg.MaxEnrichWait,
-		MaxInFlight: cfg.MaxInFlight, MaxMessageBytes: cfg.MaxMessageBytes,
+		MaxInFlight: cfg.MaxInFlight, MaxInFlightBytes: int64(cfg.MaxInFlightBytes), MaxMessageBytes: cfg.MaxMessageBytes,
 		DrainTimeout: cfg.ShutdownTimeout / 2, Logger: log, Registerer: reg,
 	}, a.consumer, a.cache, a.producer); err != nil {
 		return nil, err

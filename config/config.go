@@ -68,6 +68,8 @@ type Config struct {
 	SessionTimeout     time.Duration
 	MaxMessageBytes    int
 	MaxInFlight        int
+	MaxInFlightBytes   int
+	MaxRecords         int
 	AlertIDPointer     string
 
 	DefenderAPIURL        string
@@ -113,6 +115,8 @@ func Default() Config {
 		SessionTimeout:     30 * time.Second,
 		MaxMessageBytes:    1_000_000,
 		MaxInFlight:        1000,
+		MaxInFlightBytes:   32 << 20,
+		MaxRecords:         1000,
 		AlertIDPointer:     "/id",
 		DefenderAPIURL:     defender.DefaultAPIURL,
 		DefenderRateLimits: limits,
@@ -160,6 +164,8 @@ func (c *Config) options() []option {
 		{"kafka-session-timeout", "how long the group waits for a member that stopped (a killed process) before its partitions move", durationValue{&c.SessionTimeout}},
 		{"max-message-bytes", "largest input message processed and largest record written; larger go to the DLQ as too_large", intValue{&c.MaxMessageBytes}},
 		{"max-in-flight", "events fetched but not yet acknowledged; fetching pauses at this many", intValue{&c.MaxInFlight}},
+		{"max-in-flight-bytes", "bytes of input messages fetched but not yet acknowledged; fetching pauses at this many; their outputs take about as much again", intValue{&c.MaxInFlightBytes}},
+		{"max-records", "most records of one streaming-API envelope; a larger envelope is one dead letter, too_many_records", intValue{&c.MaxRecords}},
 		{"alert-id-pointer", "JSON pointer to the alert id in plain JSON objects", stringValue{&c.AlertIDPointer}},
 		{"defender-api-url", "Defender API base URL (geo hosts and government clouds too)", stringValue{&c.DefenderAPIURL}},
 		{"defender-scope", "OAuth scope of the token (default: derived from the API URL's cloud)", stringValue{&c.DefenderScope}},
@@ -239,6 +245,8 @@ func (c *Config) Validate() error {
 		{"kafka-session-timeout", c.SessionTimeout >= time.Second && c.SessionTimeout <= 30*time.Minute, "from 1s to 30m (the broker also bounds it)"},
 		{"max-message-bytes", c.MaxMessageBytes >= 1024 && c.MaxMessageBytes <= 100<<20, "from 1024 to 104857600"},
 		{"max-in-flight", c.MaxInFlight >= 1 && c.MaxInFlight <= 1_000_000, "from 1 to 1000000"},
+		{"max-in-flight-bytes", c.MaxInFlightBytes >= c.MaxMessageBytes && c.MaxInFlightBytes <= 64<<30, "at least ENRICHER_MAX_MESSAGE_BYTES and at most 68719476736"},
+		{"max-records", c.MaxRecords >= 1 && c.MaxRecords <= 1_000_000, "from 1 to 1000000"},
 		{"defender-timeout", c.DefenderTimeout >= 100*time.Millisecond, "at least 100ms"},
 		{"cache-size", c.CacheSize >= 1, "at least 1"},
 		{"cache-ttl", c.CacheTTL >= time.Second, "at least 1s"},

@@ -22,7 +22,8 @@ func TestDefaultsAreValid(t *testing.T) {
 	}
 	if c.InputTopic != "defender.alerts" || c.OutputTopic != "defender.alerts.enriched" || c.DLQTopic != "defender.alerts.dlq" ||
 		c.ConsumerGroup != "defender-enricher" || c.StartOffset != Earliest || c.OnUnavailable != Passthrough ||
-		c.DefenderRateLimits.String() != "100/1m,1500/1h" || c.HTTPAddr != ":8080" || c.AzureCredential != "default" {
+		c.DefenderRateLimits.String() != "100/1m,1500/1h" || c.HTTPAddr != ":8080" || c.AzureCredential != "default" ||
+		c.MaxRecords != 1000 || c.MaxInFlightBytes != 32<<20 {
 		t.Errorf("defaults differ from the contract: %+v", c)
 	}
 	if err := c.RequireBrokers(); err == nil || !strings.Contains(err.Error(), "ENRICHER_KAFKA_BROKERS") {
@@ -117,6 +118,10 @@ func TestBadOptions(t *testing.T) {
 		{env: map[string]string{"ENRICHER_DEFENDER_SCOPE": "not-a-scope"}, name: "ENRICHER_DEFENDER_SCOPE"},
 		{env: map[string]string{"ENRICHER_MAX_ENRICH_WAIT": "1ms"}, name: "ENRICHER_MAX_ENRICH_WAIT"},
 		{env: map[string]string{"ENRICHER_MAX_IN_FLIGHT": "0"}, name: "ENRICHER_MAX_IN_FLIGHT"},
+		{env: map[string]string{"ENRICHER_MAX_IN_FLIGHT_BYTES": "500000"}, name: "ENRICHER_MAX_IN_FLIGHT_BYTES"},
+		{env: map[string]string{"ENRICHER_MAX_IN_FLIGHT_BYTES": "2000000", "ENRICHER_MAX_MESSAGE_BYTES": "3000000"}, name: "ENRICHER_MAX_IN_FLIGHT_BYTES"},
+		{env: map[string]string{"ENRICHER_MAX_RECORDS": "0"}, name: "ENRICHER_MAX_RECORDS"},
+		{env: map[string]string{"ENRICHER_MAX_RECORDS": "1000001"}, name: "ENRICHER_MAX_RECORDS"},
 		{env: map[string]string{"ENRICHER_KAFKA_SESSION_TIMEOUT": "100ms"}, name: "ENRICHER_KAFKA_SESSION_TIMEOUT"},
 		{env: map[string]string{"ENRICHER_MAX_MESSAGE_BYTES": "10"}, name: "ENRICHER_MAX_MESSAGE_BYTES"},
 		{env: map[string]string{"ENRICHER_ALERT_ID_POINTER": "id"}, name: "ENRICHER_ALERT_ID_POINTER"},

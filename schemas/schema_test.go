@@ -250,7 +250,8 @@ func TestStreamingEnvelopeSchema(t *testing.T) {
 		valid bool
 	}{
 		{string(readFile(t, "testdata/streaming-envelope.json")), true},
-		{`{"records":[]}`, true},
+		{`{"records":[]}`, false},
+		{`{"records":[` + strings.TrimSuffix(strings.Repeat(rec("a1", "")+",", 1001), ",") + `]}`, false},
 		{`{"records":[` + rec("a1", "") + `,` + rec("a2", `null`) + `]}`, true},
 		{`{}`, false},
 		{`{"records":{}}`, false},

@@ -377,6 +377,9 @@ func TestOversizedHeadersStillDeadLetter(t *testing.T) {
 	if _, n := header(second.Headers, "huge"); n != 0 || !bytes.Equal(second.Value, alert) {
 		t.Fatalf("dead letter kept the huge header or lost its value: %q", second.Value)
 	}
+	if _, n := header(second.Headers, schemas.HeaderTruncated); n != 0 {
+		t.Fatal("a dead letter whose value was kept whole says it was truncated")
+	}
 }
 
 // TestWriteErrorDuringShutdownIsReported: a write error that comes with

@@ -499,16 +499,19 @@ func (p *Pipeline) deadLetter(e *event) {
 	// A message too large to process may also be too large to write: keep
 	// what fits and say what was left out. The value goes first, then the
 	// input's headers, then the key; the connector's own headers always fit.
-	if recordSize(key, value, schemas.DeadLetterHeaders(in, dl)) > p.cfg.MaxMessageBytes {
-		dl.TruncatedFrom = len(value)
-		if recordSize(key, nil, schemas.DeadLetterHeaders(in, dl)) > p.cfg.MaxMessageBytes {
+	if limit := p.cfg.MaxMessageBytes; recordSize(key, value, schemas.DeadLetterHeaders(in, dl)) > limit {
+		dl.TruncatedFrom = len(value) // reserves the header's room while sizing
+		if recordSize(key, nil, schemas.DeadLetterHeaders(in, dl)) > limit {
 			dl.Dropped, in = "headers", nil
-			if recordSize(key, nil, schemas.DeadLetterHeaders(in, dl)) > p.cfg.MaxMessageBytes {
+			if recordSize(key, nil, schemas.DeadLetterHeaders(in, dl)) > limit {
 				dl.Dropped, key = "key,headers", nil
 			}
 		}
-		room := p.cfg.MaxMessageBytes - recordSize(key, nil, schemas.DeadLetterHeaders(in, dl))
-		value = value[:max(min(room, len(value)), 0)]
+		if room := limit - recordSize(key, nil, schemas.DeadLetterHeaders(in, dl)); len(value) > room {
+			value = value[:max(room, 0)]
+		} else {
+			dl.TruncatedFrom = 0 // what was left out made room enough
+		}
 	}
 	p.metrics.deadLetters.WithLabelValues(string(e.reject)).Inc()
 	p.dlLog.record(e, time.Now())

@@ -292,13 +292,13 @@ func kafkaClients(cfg config.Config) (*kafka.Dialer, *kafka.Transport, error) {
 	var mech sasl.Mechanism
 	switch cfg.KafkaSASLMechanism {
 	case config.SASLPlain:
-		mech = plain.Mechanism{Username: cfg.KafkaSASLUsername, Password: string(cfg.KafkaSASLPassword)}
+		mech = plain.Mechanism{Username: cfg.KafkaSASLUsername, Password: cfg.KafkaSASLPassword.Reveal()}
 	case config.SASLScramSHA256, config.SASLScramSHA512:
 		algo := scram.SHA256
 		if cfg.KafkaSASLMechanism == config.SASLScramSHA512 {
 			algo = scram.SHA512
 		}
-		m, err := scram.Mechanism(algo, cfg.KafkaSASLUsername, string(cfg.KafkaSASLPassword))
+		m, err := scram.Mechanism(algo, cfg.KafkaSASLUsername, cfg.KafkaSASLPassword.Reveal())
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", config.Env("kafka-sasl-mechanism"), err)
 		}

@@ -92,14 +92,6 @@ type Config struct {
 	LogFormat string
 }
 
-// Secret is a string that never prints.
-type Secret string
-
-func (Secret) String() string { return "[redacted]" }
-
-// GoString keeps %#v from printing it too.
-func (Secret) GoString() string { return "[redacted]" }
-
 // Default returns the configuration with every default set.
 func Default() Config {
 	limits, _ := budget.ParseLimits(budget.DefaultLimits)
@@ -212,6 +204,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s (--%s): %s", Env(name), name, fmt.Sprintf(format, a...))
 	}
 	for _, b := range c.KafkaBrokers {
+		if RedactUserinfo(b) != b {
+			return bad("kafka-brokers", "%q is not host:port: credentials go in ENRICHER_KAFKA_SASL_USERNAME and ENRICHER_KAFKA_SASL_PASSWORD", RedactUserinfo(b))
+		}
 		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
 			return bad("kafka-brokers", "%q is not host:port", b)
 		}
@@ -227,7 +222,7 @@ func (c *Config) Validate() error {
 	if c.ConsumerGroup == "" {
 		return bad("consumer-group", "must not be empty")
 	}
-	if (c.KafkaSASLMechanism == SASLNone) != (c.KafkaSASLUsername == "") || (c.KafkaSASLMechanism != SASLNone && c.KafkaSASLPassword == "") {
+	if (c.KafkaSASLMechanism == SASLNone) != (c.KafkaSASLUsername == "") || (c.KafkaSASLMechanism != SASLNone && !c.KafkaSASLPassword.IsSet()) {
 		return bad("kafka-sasl-mechanism", "set it together with ENRICHER_KAFKA_SASL_USERNAME and ENRICHER_KAFKA_SASL_PASSWORD")
 	}
 	checks := []struct {
@@ -257,15 +252,40 @@ func (c *Config) Validate() error {
 	if c.AlertIDPointer != "" && !strings.HasPrefix(c.AlertIDPointer, "/") {
 		return bad("alert-id-pointer", "%q is not a JSON pointer: it starts with / such as /id or /data/alertId", c.AlertIDPointer)
 	}
+	// Checked before ResolveEndpoint, whose messages quote the URL whole.
+	if RedactUserinfo(c.DefenderAPIURL) != c.DefenderAPIURL {
+		return bad("defender-api-url", "%q must have no user info: the API takes the bearer token only", RedactUserinfo(c.DefenderAPIURL))
+	}
 	if _, err := defender.ResolveEndpoint(c.DefenderAPIURL, c.DefenderScope, ""); err != nil {
 		return err
 	}
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-			return bad("http-addr", "%q is not [host]:port", c.HTTPAddr)
+			return bad("http-addr", "%q is not [host]:port", RedactUserinfo(c.HTTPAddr))
 		}
 	}
 	return nil
+}
+
+// RedactUserinfo returns s with the user info of its authority (what comes
+// before an "@" in "scheme://user:password@host/..." or "user:password@host:port")
+// replaced by [redacted], for error messages that quote an address. It
+// works on text that is not a valid URL too; s without user info comes
+// back unchanged.
+func RedactUserinfo(s string) string {
+	start := 0
+	if i := strings.Index(s, "://"); i >= 0 {
+		start = i + 3
+	}
+	end := len(s)
+	if i := strings.IndexAny(s[start:], "/?#"); i >= 0 {
+		end = start + i
+	}
+	at := strings.LastIndex(s[start:end], "@")
+	if at < 0 {
+		return s
+	}
+	return s[:start] + redacted + s[start+at:]
 }
 
 // RequireBrokers is the run subcommand's extra check.
@@ -326,7 +346,7 @@ func (v stringValue) Set(s string) error { *v.p = strings.TrimSpace(s); return n
 type secretValue struct{ p *Secret }
 
 func (v secretValue) String() string     { return "" }
-func (v secretValue) Set(s string) error { *v.p = Secret(s); return nil }
+func (v secretValue) Set(s string) error { *v.p = NewSecret(s); return nil }
 
 type boolValue struct{ p *bool }
 

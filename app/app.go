@@ -99,19 +99,13 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// The Defender lookup stack.
-	ep, err := defender.ResolveEndpoint(cfg.DefenderAPIURL, cfg.DefenderScope, getenv(deps)("AZURE_AUTHORITY_HOST"))
+	ep, err := resolveEndpoint(cfg, deps)
 	if err != nil {
 		return nil, err
 	}
 	cred := deps.Credential
 	if cred == nil {
-		cred, err = defender.NewCredential(cfg.AzureCredential, defender.CredentialOptions{
-			AuthorityHost:            ep.AuthorityHost,
-			DisableInstanceDiscovery: cfg.AzureDisableDiscovery,
-			HTTPClient:               deps.HTTPClient,
-			Getenv:                   deps.Getenv,
-		})
-		if err != nil {
+		if cred, err = newCredential(cfg, deps, ep); err != nil {
 			return nil, err
 		}
 	}
@@ -185,6 +179,17 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 		a.http = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	}
 	return a, nil
+}
+
+// resolveEndpoint is defender.ResolveEndpoint of the configuration and
+// AZURE_AUTHORITY_HOST, which must carry no user info (ResolveEndpoint's
+// messages quote it whole).
+func resolveEndpoint(cfg config.Config, deps Deps) (defender.Endpoint, error) {
+	authority := getenv(deps)("AZURE_AUTHORITY_HOST")
+	if redacted := config.RedactUserinfo(authority); redacted != authority {
+		return defender.Endpoint{}, fmt.Errorf("AZURE_AUTHORITY_HOST %q must have no user info", redacted)
+	}
+	return defender.ResolveEndpoint(cfg.DefenderAPIURL, cfg.DefenderScope, authority)
 }
 
 func getenv(d Deps) func(string) string {

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/defender-enricher/defender-enricher/app"
@@ -52,13 +54,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
-		return runConnector(ctx, args[1:], stderr)
+		return runConnector(ctx, args[1:], stdout, stderr)
 	case "check":
 		return runCheck(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintf(stdout, "defender-enricher %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		info, _ := debug.ReadBuildInfo()
+		fmt.Fprintln(stdout, versionLine(version, commit, info))
 		return 0
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
@@ -68,17 +71,62 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// load reads the configuration and prints one line naming a bad option.
-func load(name string, args []string, stderr io.Writer) (config.Config, bool) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	cfg, err := config.Load(fs, args, os.Getenv, stderr)
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "defender-enricher %s: %v\n", name, err)
+// versionLine is what the version subcommand prints. What -ldflags did not
+// set comes from the build information: the module's version (go install
+// module@version; go build stamps a pseudo-version from the VCS), and the
+// VCS revision, time and whether the tree was modified (go build in a
+// clone).
+func versionLine(version, commit string, info *debug.BuildInfo) string {
+	var details []string
+	if info != nil {
+		if v := info.Main.Version; version == "dev" && v != "" && v != "(devel)" {
+			version = v
 		}
-		return cfg, false
+		if commit == "unknown" {
+			vcs := map[string]string{}
+			for _, s := range info.Settings {
+				vcs[s.Key] = s.Value
+			}
+			if r := vcs["vcs.revision"]; r != "" {
+				commit = r[:min(len(r), 12)]
+				if t := vcs["vcs.time"]; t != "" {
+					details = append(details, t)
+				}
+				if vcs["vcs.modified"] == "true" {
+					details = append(details, "modified tree")
+				}
+			}
+		}
 	}
-	return cfg, true
+	details = append([]string{"commit " + commit}, details...)
+	details = append(details, runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH)
+	return "defender-enricher " + version + " (" + strings.Join(details, ", ") + ")"
+}
+
+// subcommandUsage is the -h text of run and check.
+func subcommandUsage(w io.Writer, fs *flag.FlagSet, what string) func() {
+	return func() {
+		fmt.Fprintf(w, "Usage: defender-enricher %s [flags]\n\n%s\n\n", fs.Name(), what)
+		fmt.Fprintln(w, "Every flag is also an ENRICHER_ variable (named in each entry); a flag wins over its variable.")
+		fmt.Fprintln(w)
+		config.PrintFlags(w, fs)
+	}
+}
+
+// load reads the configuration. Help goes to stdout (exit 0), a bad option
+// is one line on stderr (exit 2); ok means go on.
+func load(name, what string, args []string, stdout, stderr io.Writer) (cfg config.Config, code int, ok bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = subcommandUsage(stdout, fs, what)
+	cfg, err := config.Load(fs, args, os.Getenv, stdout)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return cfg, 0, false
+	case err != nil:
+		fmt.Fprintf(stderr, "defender-enricher %s: %v\n", name, err)
+		return cfg, 2, false
+	}
+	return cfg, 0, true
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
@@ -91,10 +139,10 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func runConnector(ctx context.Context, args []string, stderr io.Writer) int {
-	cfg, ok := load("run", args, stderr)
+func runConnector(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, code, ok := load("run", "The connector: consumes alerts, enriches them, publishes them, until SIGINT or SIGTERM.", args, stdout, stderr)
 	if !ok {
-		return 2
+		return code
 	}
 	if err := cfg.RequireBrokers(); err != nil {
 		fmt.Fprintf(stderr, "defender-enricher run: %v\n", err)
@@ -114,9 +162,9 @@ func runConnector(ctx context.Context, args []string, stderr io.Writer) int {
 }
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg, ok := load("check", args, stderr)
+	cfg, code, ok := load("check", "Preflight: brokers reachable, topics present, token obtained, one API call authorised.\nOne verdict per step; exit 1 if any step failed.", args, stdout, stderr)
 	if !ok {
-		return 2
+		return code
 	}
 	if err := cfg.RequireBrokers(); err != nil {
 		fmt.Fprintf(stderr, "defender-enricher check: %v\n", err)
@@ -130,15 +178,23 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	events := fs.Int("events", 300, "stop after this many events were published (output and dead letters)")
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	events := fs.Int("events", 300, "stop after exactly this many events were published (output and dead letters)")
 	rate := fs.Int("rate", 100, "alerts generated per second")
 	verbose := fs.Bool("v", false, "show the connector's own logs")
 	raw := fs.Bool("json", false, "print output records as they are on the topic")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, "Usage: defender-enricher demo [flags]\n\nThe whole pipeline on an embedded Kafka broker and an Entra ID + Defender simulator, with\na generator of realistic alerts; prints each published event, then a summary.\n\n")
+			config.PrintFlags(stdout, fs)
 			return 0
 		}
+		fmt.Fprintf(stderr, "defender-enricher demo: %v\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "defender-enricher demo: unexpected argument %q (-h lists the flags)\n", fs.Arg(0))
 		return 2
 	}
 	if *events < 1 || *rate < 1 {

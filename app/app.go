@@ -99,19 +99,13 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// The Defender lookup stack.
-	ep, err := defender.ResolveEndpoint(cfg.DefenderAPIURL, cfg.DefenderScope, getenv(deps)("AZURE_AUTHORITY_HOST"))
+	ep, err := resolveEndpoint(cfg, deps)
 	if err != nil {
 		return nil, err
 	}
 	cred := deps.Credential
 	if cred == nil {
-		cred, err = defender.NewCredential(cfg.AzureCredential, defender.CredentialOptions{
-			AuthorityHost:            ep.AuthorityHost,
-			DisableInstanceDiscovery: cfg.AzureDisableDiscovery,
-			HTTPClient:               deps.HTTPClient,
-			Getenv:                   deps.Getenv,
-		})
-		if err != nil {
+		if cred, err = newCredential(cfg, deps, ep); err != nil {
 			return nil, err
 		}
 	}
@@ -185,6 +179,17 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 		a.http = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	}
 	return a, nil
+}
+
+// resolveEndpoint is defender.ResolveEndpoint of the configuration and
+// AZURE_AUTHORITY_HOST, which must carry no user info (ResolveEndpoint's
+// messages quote it whole).
+func resolveEndpoint(cfg config.Config, deps Deps) (defender.Endpoint, error) {
+	authority := getenv(deps)("AZURE_AUTHORITY_HOST")
+	if redacted := config.RedactUserinfo(authority); redacted != authority {
+		return defender.Endpoint{}, fmt.Errorf("AZURE_AUTHORITY_HOST %q must have no user info", redacted)
+	}
+	return defender.ResolveEndpoint(cfg.DefenderAPIURL, cfg.DefenderScope, authority)
 }
 
 func getenv(d Deps) func(string) string {
@@ -292,13 +297,13 @@ func kafkaClients(cfg config.Config) (*kafka.Dialer, *kafka.Transport, error) {
 	var mech sasl.Mechanism
 	switch cfg.KafkaSASLMechanism {
 	case config.SASLPlain:
-		mech = plain.Mechanism{Username: cfg.KafkaSASLUsername, Password: string(cfg.KafkaSASLPassword)}
+		mech = plain.Mechanism{Username: cfg.KafkaSASLUsername, Password: cfg.KafkaSASLPassword.Reveal()}
 	case config.SASLScramSHA256, config.SASLScramSHA512:
 		algo := scram.SHA256
 		if cfg.KafkaSASLMechanism == config.SASLScramSHA512 {
 			algo = scram.SHA512
 		}
-		m, err := scram.Mechanism(algo, cfg.KafkaSASLUsername, string(cfg.KafkaSASLPassword))
+		m, err := scram.Mechanism(algo, cfg.KafkaSASLUsername, cfg.KafkaSASLPassword.Reveal())
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", config.Env("kafka-sasl-mechanism"), err)
 		}

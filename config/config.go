@@ -94,14 +94,6 @@ type Config struct {
 	LogFormat string
 }
 
-// Secret is a string that never prints.
-type Secret string
-
-func (Secret) String() string { return "[redacted]" }
-
-// GoString keeps %#v from printing it too.
-func (Secret) GoString() string { return "[redacted]" }
-
 // Default returns the configuration with every default set.
 func Default() Config {
 	limits, _ := budget.ParseLimits(budget.DefaultLimits)
@@ -189,26 +181,157 @@ func (c *Config) options() []option {
 
 // Load builds a Config from defaults, then ENRICHER_ variables (getenv),
 // then flags (args), and validates it. fs may carry extra flags of the
-// subcommand; Load adds the options to it and parses args with it. Usage
-// goes to out.
+// subcommand; Load adds the options to it and parses args with it.
+//
+// Errors are one line that names the option as flag and variable. When
+// args ask for help (-h, --help), Load writes the usage to out (fs.Usage
+// if set, else a heading and PrintFlags) and returns flag.ErrHelp. It
+// writes nothing else to out, and nothing on an error.
 func Load(fs *flag.FlagSet, args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	c := Default()
 	opts := c.options()
+	var setErr error // the first option whose flag value did not parse
 	for _, o := range opts {
-		fs.Var(o.value, o.name, o.usage+" ("+Env(o.name)+")")
+		fs.Var(trackedValue{o.value, o.name, &setErr}, o.name, o.usage)
 	}
-	fs.SetOutput(out)
+	// A bad variable counts only if no flag sets its option.
+	var envErr error
+	envName := ""
 	for _, o := range opts {
 		if v := getenv(Env(o.name)); v != "" {
-			if err := o.value.Set(v); err != nil {
-				return c, fmt.Errorf("%s: %v", Env(o.name), err)
+			if err := o.value.Set(v); err != nil && envErr == nil {
+				envErr, envName = fmt.Errorf("%s (--%s): %v", Env(o.name), o.name, err), o.name
 			}
 		}
 	}
-	if err := fs.Parse(args); err != nil {
-		return c, err
+	usage := fs.Usage
+	fs.Usage = func() {} // Load reports errors itself, in one line
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.Usage = usage
+	fs.SetOutput(out)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		if usage != nil {
+			usage()
+		} else {
+			fmt.Fprintf(out, "Usage of %s:\n", fs.Name())
+			PrintFlags(out, fs)
+		}
+		return c, flag.ErrHelp
+	case setErr != nil:
+		return c, setErr
+	case err != nil:
+		return c, parseError(err)
+	case fs.NArg() > 0:
+		return c, fmt.Errorf("unexpected argument %q: every option is a --flag or an ENRICHER_ variable (-h lists them)", fs.Arg(0))
+	}
+	if envErr != nil {
+		overridden := false
+		fs.Visit(func(f *flag.Flag) { overridden = overridden || f.Name == envName })
+		if !overridden {
+			return c, envErr
+		}
 	}
 	return c, c.Validate()
+}
+
+// parseError rewords the flag package's own errors: an unknown flag and a
+// flag without its value.
+func parseError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return fmt.Errorf("unknown flag --%s (-h lists them)", strings.TrimPrefix(name, "-"))
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		name = strings.TrimPrefix(name, "-")
+		return fmt.Errorf("--%s (%s) needs a value", name, Env(name))
+	}
+	return err
+}
+
+// trackedValue is an option's flag.Value that words its parse error as one
+// line naming the option, and keeps the first such error: the flag package
+// would wrap it in its own words.
+type trackedValue struct {
+	flag.Value
+	name  string
+	first *error
+}
+
+func (v trackedValue) Set(s string) error {
+	err := v.Value.Set(s)
+	if err != nil {
+		err = fmt.Errorf("--%s (%s): %v", v.name, Env(v.name), err)
+		if *v.first == nil {
+			*v.first = err
+		}
+	}
+	return err
+}
+
+func (v trackedValue) IsBoolFlag() bool {
+	b, ok := v.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+func (v trackedValue) typeName() string {
+	if t, ok := v.Value.(interface{ typeName() string }); ok {
+		return t.typeName()
+	}
+	return ""
+}
+
+// PrintFlags writes the flags of fs to w, one entry per flag: the flag with
+// the type of its value (duration, int, list, ...; a bool flag is a switch,
+// --name or --name=false), then its usage, its variable and its default,
+// for options. Flags that are not options, such as the demo's, are
+// printed the same way without a variable.
+func PrintFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		if t, ok := f.Value.(interface{ typeName() string }); ok {
+			typ = t.typeName()
+		}
+		isBool := false
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			isBool = true
+		}
+		var head string
+		switch {
+		case isBool:
+			head = "  --" + f.Name + "[=bool]"
+		case typ == "":
+			head = "  --" + f.Name
+		default:
+			head = "  --" + f.Name + " " + typ
+		}
+		var notes []string
+		if _, option := f.Value.(trackedValue); option {
+			notes = append(notes, Env(f.Name))
+		}
+		if d := defaultText(f, typ, isBool); d != "" {
+			notes = append(notes, "default "+d)
+		}
+		if len(notes) > 0 {
+			usage += " (" + strings.Join(notes, "; ") + ")"
+		}
+		fmt.Fprintf(w, "%s\n    \t%s\n", head, strings.ReplaceAll(usage, "\n", "\n    \t"))
+	})
+}
+
+// defaultText is the default worth showing, or "": none for an empty
+// value, a false switch or a zero number; strings quoted, so that the
+// credential kind "default" reads as a value.
+func defaultText(f *flag.Flag, typ string, isBool bool) string {
+	d := f.DefValue
+	switch {
+	case d == "", isBool && d == "false", d == "0" && typ == "int":
+		return ""
+	case typ == "string" || strings.Contains(typ, "|"):
+		return strconv.Quote(d)
+	}
+	return d
 }
 
 // Validate checks every option without I/O and returns one line naming the
@@ -218,6 +341,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s (--%s): %s", Env(name), name, fmt.Sprintf(format, a...))
 	}
 	for _, b := range c.KafkaBrokers {
+		if RedactUserinfo(b) != b {
+			return bad("kafka-brokers", "%q is not host:port: credentials go in ENRICHER_KAFKA_SASL_USERNAME and ENRICHER_KAFKA_SASL_PASSWORD", RedactUserinfo(b))
+		}
 		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
 			return bad("kafka-brokers", "%q is not host:port", b)
 		}
@@ -233,7 +359,7 @@ func (c *Config) Validate() error {
 	if c.ConsumerGroup == "" {
 		return bad("consumer-group", "must not be empty")
 	}
-	if (c.KafkaSASLMechanism == SASLNone) != (c.KafkaSASLUsername == "") || (c.KafkaSASLMechanism != SASLNone && c.KafkaSASLPassword == "") {
+	if (c.KafkaSASLMechanism == SASLNone) != (c.KafkaSASLUsername == "") || (c.KafkaSASLMechanism != SASLNone && !c.KafkaSASLPassword.IsSet()) {
 		return bad("kafka-sasl-mechanism", "set it together with ENRICHER_KAFKA_SASL_USERNAME and ENRICHER_KAFKA_SASL_PASSWORD")
 	}
 	checks := []struct {
@@ -265,15 +391,40 @@ func (c *Config) Validate() error {
 	if c.AlertIDPointer != "" && !strings.HasPrefix(c.AlertIDPointer, "/") {
 		return bad("alert-id-pointer", "%q is not a JSON pointer: it starts with / such as /id or /data/alertId", c.AlertIDPointer)
 	}
+	// Checked before ResolveEndpoint, whose messages quote the URL whole.
+	if RedactUserinfo(c.DefenderAPIURL) != c.DefenderAPIURL {
+		return bad("defender-api-url", "%q must have no user info: the API takes the bearer token only", RedactUserinfo(c.DefenderAPIURL))
+	}
 	if _, err := defender.ResolveEndpoint(c.DefenderAPIURL, c.DefenderScope, ""); err != nil {
 		return err
 	}
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-			return bad("http-addr", "%q is not [host]:port", c.HTTPAddr)
+			return bad("http-addr", "%q is not [host]:port", RedactUserinfo(c.HTTPAddr))
 		}
 	}
 	return nil
+}
+
+// RedactUserinfo returns s with the user info of its authority (what comes
+// before an "@" in "scheme://user:password@host/..." or "user:password@host:port")
+// replaced by [redacted], for error messages that quote an address. It
+// works on text that is not a valid URL too; s without user info comes
+// back unchanged.
+func RedactUserinfo(s string) string {
+	start := 0
+	if i := strings.Index(s, "://"); i >= 0 {
+		start = i + 3
+	}
+	end := len(s)
+	if i := strings.IndexAny(s[start:], "/?#"); i >= 0 {
+		end = start + i
+	}
+	at := strings.LastIndex(s[start:end], "@")
+	if at < 0 {
+		return s
+	}
+	return s[:start] + redacted + s[start+at:]
 }
 
 // RequireBrokers is the run subcommand's extra check.
@@ -330,11 +481,13 @@ func (v stringValue) String() string {
 	return *v.p
 }
 func (v stringValue) Set(s string) error { *v.p = strings.TrimSpace(s); return nil }
+func (stringValue) typeName() string     { return "string" }
 
 type secretValue struct{ p *Secret }
 
 func (v secretValue) String() string     { return "" }
-func (v secretValue) Set(s string) error { *v.p = Secret(s); return nil }
+func (v secretValue) Set(s string) error { *v.p = NewSecret(s); return nil }
+func (secretValue) typeName() string     { return "string" }
 
 type boolValue struct{ p *bool }
 
@@ -353,8 +506,11 @@ func (v boolValue) Set(s string) error {
 	return nil
 }
 func (v boolValue) IsBoolFlag() bool { return true }
+func (boolValue) typeName() string   { return "bool" }
 
 type intValue struct{ p *int }
+
+func (intValue) typeName() string { return "int" }
 
 func (v intValue) String() string {
 	if v.p == nil {
@@ -377,7 +533,21 @@ func (v durationValue) String() string {
 	if v.p == nil {
 		return "0s"
 	}
-	return v.p.String()
+	return shortDuration(*v.p)
+}
+func (durationValue) typeName() string { return "duration" }
+
+// shortDuration is d as it would be written: 1h, 5m, 1h30m, 1.5s, not
+// 1h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 func (v durationValue) Set(s string) error {
 	d, err := time.ParseDuration(strings.TrimSpace(s))
@@ -389,6 +559,8 @@ func (v durationValue) Set(s string) error {
 }
 
 type listValue struct{ p *[]string }
+
+func (listValue) typeName() string { return "list" }
 
 func (v listValue) String() string {
 	if v.p == nil {
@@ -407,6 +579,8 @@ func (v listValue) Set(s string) error {
 }
 
 type limitsValue struct{ p *budget.Limits }
+
+func (limitsValue) typeName() string { return "limits" }
 
 func (v limitsValue) String() string {
 	if v.p == nil {
@@ -434,6 +608,21 @@ func (v enumValue[T]) String() string {
 	}
 	return string(*v.p)
 }
+
+// typeName lists the values when they are few and short.
+func (v enumValue[T]) typeName() string {
+	var names []string
+	for _, a := range v.allowed {
+		if a != "" {
+			names = append(names, string(a))
+		}
+	}
+	if t := strings.Join(names, "|"); len(t) <= 40 {
+		return t
+	}
+	return "string"
+}
+
 func (v enumValue[T]) Set(s string) error {
 	s = strings.ToLower(strings.TrimSpace(s))
 	for _, a := range v.allowed {

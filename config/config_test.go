@@ -64,7 +64,7 @@ func TestParsesEveryKind(t *testing.T) {
 	if got := strings.Join(c.KafkaBrokers, "|"); got != "k1:9092|k2:9093" {
 		t.Errorf("KafkaBrokers = %q", got)
 	}
-	if !c.KafkaTLS || c.KafkaSASLMechanism != SASLScramSHA512 || c.KafkaSASLUsername != "svc" || string(c.KafkaSASLPassword) != "hunter2" {
+	if !c.KafkaTLS || c.KafkaSASLMechanism != SASLScramSHA512 || c.KafkaSASLUsername != "svc" || c.KafkaSASLPassword.Reveal() != "hunter2" {
 		t.Errorf("Kafka security options: %+v", c)
 	}
 	if c.DefenderRateLimits.String() != "5/1s,20/10s" || c.StartOffset != Latest || c.OnUnavailable != Wait || c.CacheSize != 50000 || !c.AzureDisableDiscovery {
@@ -74,7 +74,7 @@ func TestParsesEveryKind(t *testing.T) {
 
 func TestSecretNeverPrints(t *testing.T) {
 	c := Default()
-	c.KafkaSASLPassword = "hunter2"
+	c.KafkaSASLPassword = NewSecret("hunter2")
 	for _, s := range []string{c.KafkaSASLPassword.String(), c.KafkaSASLPassword.GoString()} {
 		if strings.Contains(s, "hunter2") {
 			t.Fatalf("secret printed: %q", s)

@@ -30,7 +30,7 @@ import (
 
 // Options configure Run.
 type Options struct {
-	Events int       // stop after this many events were published (output and dead letters); default 300
+	Events int       // stop after exactly this many events were published (output and dead letters); default 300
 	Rate   int       // input messages per second; default 100
 	Out    io.Writer // the event stream and the summary
 	Log    io.Writer // the connector's own logs; nil discards them
@@ -45,8 +45,9 @@ const (
 )
 
 // Run starts the broker, the simulator and the connector, generates alerts
-// until Events events were published or ctx ends, then stops everything and
-// prints the summary.
+// that make exactly Events events, waits until all of them were published
+// (or ctx ends), then stops everything and prints the summary, which
+// counts those events.
 func Run(ctx context.Context, o Options) error {
 	if o.Events <= 0 {
 		o.Events = 300
@@ -120,10 +121,16 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer producer.Close()
+	// The generator splits messages into events as the connector does, so
+	// that it can stop at exactly o.Events.
+	parser, err := schemas.NewParser(schemas.ParserConfig{IDPointer: cfg.AlertIDPointer, MaxBytes: cfg.MaxMessageBytes})
+	if err != nil {
+		return err
+	}
 	genDone := make(chan struct{})
 	go func() {
 		defer close(genDone)
-		gen.run(runCtx, producer, o.Rate)
+		gen.run(runCtx, producer, o.Rate, o.Events, parser)
 	}()
 
 	start := time.Now()

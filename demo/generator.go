@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/defender-enricher/defender-enricher/schemas"
 )
 
 // generator makes a stream that looks like what Defender sends: alerts API
@@ -68,35 +70,50 @@ func (g *generator) alertID(bare bool) string {
 	return fmt.Sprintf("da%d_%d", ticks, n)
 }
 
-func (g *generator) run(ctx context.Context, cl *kgo.Client, rate int) {
+// run produces messages at rate until they hold exactly events events, as
+// parser (the connector's) splits them, or until ctx ends. A message that
+// would go past the count is not sent; another is made in its place.
+func (g *generator) run(ctx context.Context, cl *kgo.Client, rate, events int, parser *schemas.Parser) {
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
-	for {
+	var parsed []schemas.Event
+	for left := events; left > 0; {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		key, value := g.next()
+		var key, value []byte
+		var malformed bool
+		for {
+			key, value, malformed = g.next()
+			parsed = parser.Parse(value, parsed[:0])
+			if len(parsed) <= left {
+				break
+			}
+		}
+		left -= len(parsed)
 		rec := &kgo.Record{Key: key, Value: value, Headers: []kgo.RecordHeader{{Key: "source", Value: []byte("demo-generator")}}}
 		cl.Produce(ctx, rec, nil)
 		g.sent.Add(1)
+		if malformed {
+			g.malformed.Add(1)
+		}
 	}
 }
 
 // next returns one message: mostly alerts API objects, a quarter
 // streaming-API envelopes, about one in forty malformed.
-func (g *generator) next() (key, value []byte) {
+func (g *generator) next() (key, value []byte, malformed bool) {
 	now := time.Now().UTC()
 	switch r := g.rng.IntN(40); {
 	case r == 0:
-		g.malformed.Add(1)
-		return nil, g.malformedValue()
+		return nil, g.malformedValue(), true
 	case r < 10:
-		return nil, g.envelope(now)
+		return nil, g.envelope(now), false
 	default:
 		id := g.pick()
-		return []byte(id), g.alertObject(id, now)
+		return []byte(id), g.alertObject(id, now), false
 	}
 }
 

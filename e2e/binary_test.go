@@ -1,6 +1,12 @@
 package e2e
 
 import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,15 +99,25 @@ func TestBinaryCommands(t *testing.T) {
 			{map[string]string{"ENRICHER_KAFKA_BROKERS": "127.0.0.1:9"}, []string{"--cache-ttl", "0s"}, "ENRICHER_CACHE_TTL"},
 			{map[string]string{"ENRICHER_KAFKA_BROKERS": "127.0.0.1:9", "ENRICHER_MAX_ENRICH_WAIT": "-1s"}, nil, "ENRICHER_MAX_ENRICH_WAIT"},
 			{map[string]string{}, nil, "ENRICHER_KAFKA_BROKERS"},
+			{map[string]string{"ENRICHER_KAFKA_BROKERS": "127.0.0.1:9"}, []string{"--cache-ttl", "banana"}, "--cache-ttl (ENRICHER_CACHE_TTL)"},
 		} {
 			p := startBinary(t, tc.vars, append([]string{"run"}, tc.args...)...)
 			code := p.wait(30 * time.Second)
 			stderr := strings.TrimSpace(p.Stderr())
-			if code == 0 {
-				t.Errorf("%v %v: exit 0, want non-zero", tc.vars, tc.args)
+			if code != 2 {
+				t.Errorf("%v %v: exit %d, want 2", tc.vars, tc.args, code)
 			}
 			if !strings.Contains(stderr, tc.name) || strings.Contains(stderr, "\n") {
 				t.Errorf("%v %v: stderr %q, want one line naming %s", tc.vars, tc.args, stderr, tc.name)
+			}
+		}
+	})
+
+	t.Run("help", func(t *testing.T) {
+		for _, args := range [][]string{{"run", "-h"}, {"check", "--help"}, {"demo", "-h"}} {
+			p := startBinary(t, map[string]string{}, args...)
+			if code := p.wait(30 * time.Second); code != 0 || p.Stderr() != "" || !strings.HasPrefix(p.Stdout(), "Usage: defender-enricher "+args[0]) {
+				t.Errorf("%v: exit %d, stderr %q, stdout %q: want the usage on stdout, exit 0", args, code, p.Stderr(), tailLines(p.Stdout(), 5))
 			}
 		}
 	})
@@ -118,4 +134,72 @@ func TestBinaryCommands(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A binary built from a git checkout without -ldflags names its commit
+// from the build information, not "commit unknown".
+func TestBinaryVersionFromCheckout(t *testing.T) {
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("no git to make a checkout with")
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The module's files, working tree as it is, in a fresh repository of
+	// one commit: what a clone is to the go command.
+	files, err := exec.Command(git, "-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
+	if err != nil {
+		t.Skipf("module root is not a git checkout: %v", err)
+	}
+	dir := t.TempDir()
+	for _, f := range strings.Split(strings.TrimRight(string(files), "\x00"), "\x00") {
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted in the working tree
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gitIn := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(git, append([]string{"-c", "user.name=e2e", "-c", "user.email=e2e@example.invalid", "-c", "commit.gpgsign=false"}, args...)...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	gitIn("init", "-q")
+	gitIn("add", "-A")
+	gitIn("commit", "-q", "--no-verify", "-m", "checkout")
+	rev := gitIn("rev-parse", "HEAD")
+
+	bin := filepath.Join(t.TempDir(), "defender-enricher")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// -buildvcs=auto is go build's default; said here so that a GOFLAGS of
+	// the machine cannot turn it off.
+	build := exec.CommandContext(ctx, "go", "build", "-buildvcs=auto", "-o", bin, ".")
+	build.Dir = dir
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatalf("version: %v", err)
+	}
+	line := strings.TrimSpace(string(out))
+	if !strings.Contains(line, "(commit "+rev[:12]+", ") || strings.Contains(line, "unknown") || strings.Contains(line, "modified") {
+		t.Errorf("version printed %q, want commit %s of the unmodified checkout", line, rev[:12])
+	}
 }

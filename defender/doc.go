@@ -1,0 +1,77 @@
+// Package defender is the Microsoft Defender for Endpoint API client of the
+// connector: one call, GET {base}/api/alerts/{id}/user, with the bearer
+// token of an azidentity credential, under a call budget, with the retry
+// decision in one place.
+//
+// # The contract
+//
+// Client.User validates the alert id (ValidAlertID: 1 to MaxAlertIDLength
+// characters of A-Z a-z 0-9 _ -) before anything else, so that nothing but
+// a valid id reaches a URL, and escapes it anyway. Every attempt, retries
+// included, takes a token first (a credential that fails costs no call),
+// then one call of the Budget; a 429 pauses the whole Budget until its
+// Retry-After (seconds or an HTTP date, DefaultRetryAfter when absent,
+// never longer than MaxRetryAfter). A 429 (after its pause), a 5xx but 501
+// and a transport failure are retried, the last two after capped, jittered
+// exponential backoff, up to MaxAttempts; a 401 is retried once with a
+// fresh token. A
+// certificate that does not verify and an answer over MaxBodyBytes are not
+// retried. Cancelling the caller's context stops waiting and retrying, but
+// a call already sent runs to its end (its budget is spent and its answer
+// is worth keeping). A Client is safe for concurrent use.
+//
+// The token only ever goes where an operator sent it. ResolveEndpoint
+// accepts an https API URL without user info, query or fragment, and
+// derives the token scope and the Entra authority from the known Defender
+// hosts (commercial and geo hosts, GCC, GCC High and DoD); any other host
+// is refused unless the scope is given with it. NewHTTPClient verifies TLS
+// (1.2 at least) and follows no redirect, so the token never follows a
+// Location header. NewCredential builds one credential of a
+// CredentialKind from azidentity's own AZURE_* variables, without network
+// I/O; a missing variable is an error that names it.
+//
+// ParseUser keeps every field of the answer in User.JSON (keys sorted, no
+// OData annotations), the form the output envelope carries, and decodes
+// the documented fields, each optional.
+//
+// # Errors, and what callers branch on
+//
+// The sentinels, matched with errors.Is:
+//   - ErrInvalidAlertID: the id is not a valid alert id; no call was made.
+//     The pipeline never asks for one (its parser rejects such input first).
+//   - ErrNotFound: a 404, no such alert or no user for it. An answer, not a
+//     failure: the cache keeps it for its negative TTL and the pipeline
+//     publishes the event as not_found.
+//   - ErrUnavailable: no answer in time without the API having failed: the
+//     caller's context ended while it waited for the budget, a token or a
+//     retry (the error also matches the context's error and wraps what the
+//     last call got, if one was made), or the circuit breaker in front of
+//     the client is open. The pipeline publishes the event as unavailable.
+//
+// The typed errors, matched with errors.As, carry data:
+//   - *APIError: an answer other than 200 or 404 that the client gave up on:
+//     401 after a fresh token, 403, 429 or 5xx after MaxAttempts. It holds
+//     the status, Defender's code and message, the correlation id support
+//     asks for, the Retry-After of a 429 and the number of attempts; its
+//     message says what to fix for a 401, 403 or 429.
+//   - *TransportError: no usable answer (connection failed or reset,
+//     timeout, unreadable or oversized body). The request URL is left out
+//     of its message.
+//   - *TokenError: the credential could not give a token.
+//
+// Unhealthy is the one classification of "the API is unwell" (5xx, a
+// timeout, a connection failure, no token) that the circuit breaker counts
+// as a failure; a 404, a 429, other 4xx answers, an invalid id, an open
+// breaker, a spent budget and the caller's own cancellation are not. The
+// pipeline publishes any other error (one matching neither ErrNotFound,
+// ErrUnavailable nor context.DeadlineExceeded) as failed, with the error's
+// message, which never holds the token.
+//
+// # What it leaves out
+//
+// Caching and coalescing of lookups (package cache), the circuit breaker
+// (package breaker), the sliding-window budget itself (package budget: the
+// Budget interface is what the client needs of it), and any other Defender
+// API: the client reads one endpoint and writes nothing. It keeps no state
+// between lookups except the credential's token cache.
+package defender

@@ -401,7 +401,7 @@ func (p *Pipeline) publish(e *event) {
 		Status: e.status, Source: e.source, EnrichedAt: time.Now(), Error: e.errText,
 	}, schemas.Origin{Topic: e.msg.Topic, Partition: e.msg.Partition, Offset: e.msg.Offset})
 	*e.buf = value
-	if len(value)+len(e.alertID) > p.cfg.MaxMessageBytes {
+	if producer.RecordSize([]byte(e.alertID), value, e.msg.Headers) > p.cfg.MaxMessageBytes {
 		p.putBuf(e)
 		e.reject = schemas.ReasonTooLarge
 		e.detail = fmt.Sprintf("the enriched event is %d bytes, over ENRICHER_MAX_MESSAGE_BYTES (%d)", len(value), p.cfg.MaxMessageBytes)
@@ -433,7 +433,7 @@ func (p *Pipeline) deadLetter(e *event) {
 	}
 	// A message too large to process may also be too large to write: keep
 	// what fits and say how long it was.
-	if room := p.cfg.MaxMessageBytes - len(m.Key) - 1024; len(value) > room {
+	if room := p.cfg.MaxMessageBytes - producer.RecordSize(m.Key, nil, headers) - 1024; len(value) > room {
 		headers = append(headers, kafka.Header{Key: HeaderTruncated, Value: strconv.AppendInt(nil, int64(len(value)), 10)})
 		value = value[:max(room, 0)]
 	}

@@ -319,7 +319,7 @@ func (p *Pipeline) enrich(work context.Context, e *event) {
 		// Hold only what time can change: an unavailable API, or failures
 		// that mean it is unwell. A refusal (403, 401 after a fresh token)
 		// would hold the alert, and its partition's commits, for ever.
-		if p.cfg.Wait && (e.status == schemas.StatusUnavailable || e.status == schemas.StatusFailed && defender.Unhealthy(err)) {
+		if p.cfg.Wait && defender.Classify(err) == defender.Transient {
 			// Hold the event: try again after a pause that grows to 30s.
 			pause := min(p.cfg.WaitRetry<<min(attempt, 5), 30*time.Second)
 			select {
@@ -350,11 +350,11 @@ func (e *event) settle(r cache.Result, err error) {
 	case errors.Is(err, defender.ErrNotFound):
 		// The envelope's error says why there is no user, for every
 		// status but enriched and skipped.
-		e.status, e.errText = schemas.StatusNotFound, err.Error()
+		e.status, e.errText = schemas.StatusNotFound, defender.ErrorText(err)
 	case errors.Is(err, defender.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		e.status, e.source, e.errText = schemas.StatusUnavailable, schemas.SourceNone, err.Error()
+		e.status, e.source, e.errText = schemas.StatusUnavailable, schemas.SourceNone, defender.ErrorText(err)
 	default:
-		e.status, e.source, e.errText = schemas.StatusFailed, schemas.SourceNone, err.Error()
+		e.status, e.source, e.errText = schemas.StatusFailed, schemas.SourceNone, defender.ErrorText(err)
 	}
 }
 

@@ -141,8 +141,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	}
 	if a.producer, err = producer.New(producer.Config{
 		Brokers: cfg.KafkaBrokers, Transport: transport,
-		// Room for the headers on top of the largest value written.
-		MaxMessageBytes:    cfg.MaxMessageBytes + 64<<10,
+		MaxMessageBytes:    cfg.MaxMessageBytes,
 		AllowTopicCreation: deps.AllowTopicCreation,
 		Logger:             log,
 	}); err != nil {

@@ -3,11 +3,13 @@
 // waiting time: while open, lookups fail at once with an error matching
 // defender.ErrUnavailable, which the pipeline publishes as "unavailable".
 //
-// Only failures that mean the API is unwell count (defender.Unhealthy: 5xx,
-// timeouts, connection failures, no token), and lookups given up by their
-// caller after such a failure. A 404, a 429, other 4xx answers, an invalid
-// id, a spent budget and a cancelled caller are neither failures nor
-// successes. After Timeout open, the breaker lets Probes calls through
+// Only failures that mean the API is unwell count (defender.Classify says
+// Transient: 5xx, timeouts, connection failures, Entra ID unreachable), and
+// lookups given up by their caller after such a failure. A 404, a 429, other
+// 4xx answers, a credential Entra ID refuses, an invalid id, a spent budget
+// and a cancelled caller are neither failures nor successes: a refusal is
+// published as failed at once, and an open breaker would turn it into an
+// unavailable that the wait policy holds. After Timeout open, the breaker lets Probes calls through
 // (half-open); if they succeed it closes by itself.
 package breaker
 
@@ -98,7 +100,7 @@ func New(next Lookup, o Options) (*Breaker, error) {
 		Timeout:     o.Timeout,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
 		IsSuccessful: func(err error) bool {
-			return err == nil || !defender.Unhealthy(err) && !abandonedUnwell(err)
+			return err == nil || defender.Classify(err) != defender.Transient && !abandonedUnwell(err)
 		},
 		IsExcluded: excluded,
 		OnStateChange: func(_ string, from, to gobreaker.State) {
@@ -119,15 +121,17 @@ func New(next Lookup, o Options) (*Breaker, error) {
 // successes would let a flood of 404s or cancellations close a breaker that
 // real failures opened, and they must not count as failures either.
 //
-// Excluded: a 404, any other 4xx answer (429 included), an invalid id, a
-// spent budget or an open breaker (ErrUnavailable) and a cancelled caller,
+// Excluded: a 404, any other 4xx answer (429 included), what
+// defender.Classify calls Permanent, an invalid id, a spent budget or an open
+// breaker (ErrUnavailable) and a cancelled caller,
 // unless the lookup was given up after the API had failed (abandonedUnwell).
 func excluded(err error) bool {
 	if err == nil || abandonedUnwell(err) {
 		return false
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, defender.ErrUnavailable) ||
-		errors.Is(err, defender.ErrInvalidAlertID) || errors.Is(err, defender.ErrNotFound) {
+		errors.Is(err, defender.ErrInvalidAlertID) || errors.Is(err, defender.ErrNotFound) ||
+		defender.Classify(err) == defender.Permanent {
 		return true
 	}
 	var api *defender.APIError

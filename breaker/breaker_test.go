@@ -159,7 +159,7 @@ func TestTrips(t *testing.T) {
 			tt.setup(e.sim)
 			for i := range 3 {
 				err := e.lookup(context.Background())
-				if err == nil || errors.Is(err, defender.ErrUnavailable) || !defender.Unhealthy(err) {
+				if err == nil || errors.Is(err, defender.ErrUnavailable) || defender.Classify(err) != defender.Transient {
 					t.Fatalf("lookup %d: %v, want the API's failure", i, err)
 				}
 				want := breaker.StateClosed
@@ -211,21 +211,21 @@ func TestNeitherFailureNorSuccess(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, breaker.Options{Failures: 2, Timeout: time.Hour}, nil)
 			e.sim.SetOutage(503)
-			if err := e.lookup(context.Background()); !defender.Unhealthy(err) {
+			if err := e.lookup(context.Background()); defender.Classify(err) != defender.Transient {
 				t.Fatalf("got %v, want a failure", err)
 			}
 			e.sim.SetOutage(0)
 			for i := range 5 {
 				err := tt.lookup(t, e)
-				if err == nil || defender.Unhealthy(err) {
-					t.Fatalf("lookup %d: %v, want a healthy error", i, err)
+				if err == nil || defender.Classify(err) == defender.Permanent {
+					t.Fatalf("lookup %d: %v, want an error that is not the API's failure", i, err)
 				}
 				e.wantState(t, breaker.StateClosed)
 			}
 			// One more failure makes two in a row: the lookups between
 			// did not count as successes.
 			e.sim.SetOutage(503)
-			if err := e.lookup(context.Background()); !defender.Unhealthy(err) {
+			if err := e.lookup(context.Background()); defender.Classify(err) != defender.Transient {
 				t.Fatalf("got %v, want a failure", err)
 			}
 			e.wantState(t, breaker.StateOpen)
@@ -335,7 +335,7 @@ func TestHalfOpen(t *testing.T) {
 		t.Helper()
 		e := newEnv(t, breaker.Options{Failures: 1, Timeout: timeout}, nil)
 		e.sim.SetOutage(503)
-		if err := e.lookup(context.Background()); !defender.Unhealthy(err) {
+		if err := e.lookup(context.Background()); defender.Classify(err) != defender.Transient {
 			t.Fatalf("got %v, want a failure", err)
 		}
 		e.wantState(t, breaker.StateOpen)
@@ -369,7 +369,7 @@ func TestHalfOpen(t *testing.T) {
 	t.Run("a failed probe opens it again", func(t *testing.T) {
 		t.Parallel()
 		e := open(t)
-		if err := e.lookup(context.Background()); !defender.Unhealthy(err) {
+		if err := e.lookup(context.Background()); defender.Classify(err) != defender.Transient {
 			t.Fatalf("probe: %v, want a failure", err)
 		}
 		e.wantState(t, breaker.StateOpen)

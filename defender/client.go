@@ -215,6 +215,9 @@ func isStatus(err error, status int) bool {
 // fetch again.
 var errBodyTooLarge = errors.New("answer too large")
 
+// errUnreadable: a 200 answer that is not a user object.
+var errUnreadable = errors.New("200 answer unreadable")
+
 // attempt makes one call and decides, in this one place, whether and when
 // to retry. wait is the delay before the next attempt (a 429's pause is
 // applied to the budget instead, so it holds every caller).
@@ -284,7 +287,7 @@ func (c *Client) attempt(ctx context.Context, target, alertID string, attempt in
 	case status == http.StatusOK:
 		u, err := ParseUser(body)
 		if err != nil {
-			return nil, false, 0, &TransportError{Err: fmt.Errorf("200 answer unreadable: %w", err)}
+			return nil, false, 0, &TransportError{Err: fmt.Errorf("%w: %w", errUnreadable, err)}
 		}
 		return u, false, 0, nil
 	case status == http.StatusNotFound:
@@ -312,13 +315,15 @@ func (c *Client) token(ctx context.Context, tro policy.TokenRequestOptions) (azc
 		if ctx.Err() != nil {
 			return tok, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
-		return tok, &TokenError{Err: err}
+		c.log.Warn("no access token from the credential", "error", err)
+		return tok, newTokenError(err)
 	}
 	return tok, nil
 }
 
 // permanent transport errors are not retried: a certificate that does not
-// verify, or an answer too large, is the same on the next attempt.
+// verify, or an answer too large or unreadable, is the same on the next
+// attempt.
 func permanent(err error) bool {
 	var (
 		verify    *tls.CertificateVerificationError
@@ -326,7 +331,7 @@ func permanent(err error) bool {
 		hostname  x509.HostnameError
 		invalid   x509.CertificateInvalidError
 	)
-	return errors.Is(err, errBodyTooLarge) || errors.As(err, &verify) || errors.As(err, &authority) ||
+	return errors.Is(err, errBodyTooLarge) || errors.Is(err, errUnreadable) || errors.As(err, &verify) || errors.As(err, &authority) ||
 		errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 

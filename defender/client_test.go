@@ -173,8 +173,8 @@ func TestClientAnswers(t *testing.T) {
 				if !errors.Is(r.err, defender.ErrNotFound) || r.user != nil {
 					t.Fatalf("got %v, %v; want ErrNotFound", r.user, r.err)
 				}
-				if defender.Unhealthy(r.err) {
-					t.Error("a 404 counts as unhealthy")
+				if c := defender.Classify(r.err); c != defender.NotFound {
+					t.Errorf("a 404 is %v, want not_found", c)
 				}
 			},
 		},
@@ -226,8 +226,8 @@ func TestClientAnswers(t *testing.T) {
 				if api.StatusCode != 401 || api.Attempts != 2 {
 					t.Errorf("got %d after %d attempts, want 401 after 2", api.StatusCode, api.Attempts)
 				}
-				if defender.Unhealthy(r.err) {
-					t.Error("a 401 counts as unhealthy")
+				if c := defender.Classify(r.err); c != defender.Permanent {
+					t.Errorf("a 401 after a fresh token is %v, want permanent", c)
 				}
 			},
 		},
@@ -290,8 +290,8 @@ func TestClientAnswers(t *testing.T) {
 				if te.Attempts != 4 {
 					t.Errorf("Attempts = %d, want 4", te.Attempts)
 				}
-				if !defender.Unhealthy(r.err) {
-					t.Error("a reset connection is not unhealthy")
+				if c := defender.Classify(r.err); c != defender.Transient {
+					t.Errorf("a reset connection is %v, want transient", c)
 				}
 				// net/http resends an idempotent request once on a reused
 				// connection that fails, so 4 attempts are 4 to 8 calls.
@@ -317,8 +317,8 @@ func TestClientAnswers(t *testing.T) {
 				if te.Attempts != 2 {
 					t.Errorf("Attempts = %d, want 2", te.Attempts)
 				}
-				if !errors.Is(r.err, context.DeadlineExceeded) || !defender.Unhealthy(r.err) {
-					t.Errorf("%v: want a deadline exceeded that is unhealthy", r.err)
+				if !errors.Is(r.err, context.DeadlineExceeded) || defender.Classify(r.err) != defender.Transient {
+					t.Errorf("%v: want a deadline exceeded that is transient", r.err)
 				}
 			},
 		},
@@ -380,8 +380,12 @@ func wantAPIError(status, attempts int) func(t *testing.T, r result) {
 		if attempts > 1 && !strings.Contains(r.err.Error(), fmt.Sprintf("after %d attempts", attempts)) {
 			t.Errorf("Error() = %q does not say how many attempts", r.err)
 		}
-		if !defender.Unhealthy(r.err) {
-			t.Errorf("a %d is not unhealthy", status)
+		want := defender.Transient
+		if status == 501 {
+			want = defender.Permanent
+		}
+		if c := defender.Classify(r.err); c != want {
+			t.Errorf("a %d is %v, want %v", status, c, want)
 		}
 	}
 }
@@ -432,8 +436,8 @@ func TestClientRejectsInvalidAlertIDs(t *testing.T) {
 		if !errors.Is(err, defender.ErrInvalidAlertID) || u != nil {
 			t.Errorf("User(%q) = %v, %v; want ErrInvalidAlertID", id, u, err)
 		}
-		if defender.Unhealthy(err) {
-			t.Errorf("User(%q): an invalid id counts as unhealthy", id)
+		if c := defender.Classify(err); c != defender.Permanent {
+			t.Errorf("User(%q): an invalid id is %v, want permanent", id, c)
 		}
 	}
 	if n := s.CallCount(); n != 0 {
@@ -591,8 +595,8 @@ func TestClientRetryAfterValues(t *testing.T) {
 		if len(b.pauses) != 1 || b.pauses[0].Before(before.Add(tt.want)) || b.pauses[0].After(time.Now().Add(tt.want)) {
 			t.Errorf("Retry-After %q: pauses %v, want one until about now+%v", tt.header, b.pauses, tt.want)
 		}
-		if !strings.Contains(err.Error(), "ENRICHER_DEFENDER_RATE_LIMITS") || defender.Unhealthy(err) {
-			t.Errorf("Retry-After %q: %v: want a hint and a healthy 429", tt.header, err)
+		if !strings.Contains(err.Error(), "ENRICHER_DEFENDER_RATE_LIMITS") || defender.Classify(err) != defender.Transient {
+			t.Errorf("Retry-After %q: %v: want a hint and a transient 429", tt.header, err)
 		}
 	}
 }
@@ -614,8 +618,8 @@ func TestClientCancelledContextMakesNoCall(t *testing.T) {
 	if !errors.Is(err, defender.ErrUnavailable) || !errors.Is(err, context.Canceled) {
 		t.Errorf("got %v, want ErrUnavailable and context.Canceled", err)
 	}
-	if defender.Unhealthy(err) {
-		t.Error("a cancelled caller counts as unhealthy")
+	if c := defender.Classify(err); c != defender.Transient {
+		t.Errorf("a cancelled caller is %v, want transient", c)
 	}
 	if n := s.CallCount(); n != 0 {
 		t.Errorf("a cancelled lookup made %d calls", n)
@@ -646,8 +650,8 @@ func TestClientStopsRetryingWhenCancelled(t *testing.T) {
 	if api := asAPIError(t, err); api.StatusCode != 503 || api.Attempts != 1 {
 		t.Errorf("%v: want the 503 of the one call made", err)
 	}
-	if defender.Unhealthy(err) {
-		t.Error("a lookup its caller gave up on counts as unhealthy by itself")
+	if c := defender.Classify(err); c != defender.Transient {
+		t.Errorf("a lookup its caller gave up on is %v, want transient", c)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %v to give up", d)
@@ -783,10 +787,11 @@ func TestClientBodies(t *testing.T) {
 		header   http.Header
 		body     string
 		requests int
+		class    defender.Class
 		check    func(t *testing.T, u *defender.User, err error)
 	}{
 		{
-			name: "a body of MaxBodyBytes is read", status: 200, body: pad(limit), requests: 1,
+			name: "a body of MaxBodyBytes is read", status: 200, body: pad(limit), requests: 1, class: defender.Found,
 			check: func(t *testing.T, u *defender.User, err error) {
 				if err != nil || u.ID != "x" || len(u.JSON) != limit {
 					t.Errorf("got %v, %v", u, err)
@@ -794,7 +799,7 @@ func TestClientBodies(t *testing.T) {
 			},
 		},
 		{
-			name: "a body over MaxBodyBytes is an error, not retried", status: 200, body: pad(limit + 1), requests: 1,
+			name: "a body over MaxBodyBytes is an error, not retried", status: 200, body: pad(limit + 1), requests: 1, class: defender.Permanent,
 			check: func(t *testing.T, u *defender.User, err error) {
 				te := asTransportError(t, err)
 				if !strings.Contains(err.Error(), "larger than 1024 bytes") || te.Attempts != 1 {
@@ -803,7 +808,7 @@ func TestClientBodies(t *testing.T) {
 			},
 		},
 		{
-			name: "a 503 with a huge body is still a 503", status: 503, body: strings.Repeat("x", 1<<20), requests: 4,
+			name: "a 503 with a huge body is still a 503", status: 503, body: strings.Repeat("x", 1<<20), requests: 4, class: defender.Transient,
 			check: func(t *testing.T, u *defender.User, err error) {
 				api := asAPIError(t, err)
 				if api.StatusCode != 503 || api.Attempts != 4 || len(api.Message) > 210 {
@@ -812,7 +817,7 @@ func TestClientBodies(t *testing.T) {
 			},
 		},
 		{
-			name: "a malformed 200 is an error, not retried", status: 200, body: `{"id":`, requests: 1,
+			name: "a malformed 200 is an error, not retried", status: 200, body: `{"id":`, requests: 1, class: defender.Permanent,
 			check: func(t *testing.T, u *defender.User, err error) {
 				if te := asTransportError(t, err); te.Attempts != 1 {
 					t.Errorf("%d attempts", te.Attempts)
@@ -820,15 +825,15 @@ func TestClientBodies(t *testing.T) {
 			},
 		},
 		{
-			name: "a 200 of null is an error", status: 200, body: `null`, requests: 1,
+			name: "a 200 of null is an error", status: 200, body: `null`, requests: 1, class: defender.Permanent,
 			check: func(t *testing.T, u *defender.User, err error) { asTransportError(t, err) },
 		},
 		{
-			name: "a 200 array is an error", status: 200, body: `[{"id":"x"}]`, requests: 1,
+			name: "a 200 array is an error", status: 200, body: `[{"id":"x"}]`, requests: 1, class: defender.Permanent,
 			check: func(t *testing.T, u *defender.User, err error) { asTransportError(t, err) },
 		},
 		{
-			name: "a redirect is not followed", status: 302, header: http.Header{"Location": {"/elsewhere"}}, requests: 1,
+			name: "a redirect is not followed", status: 302, header: http.Header{"Location": {"/elsewhere"}}, requests: 1, class: defender.Permanent,
 			check: func(t *testing.T, u *defender.User, err error) {
 				if api := asAPIError(t, err); api.StatusCode != 302 || api.Attempts != 1 {
 					t.Errorf("got %+v", api)
@@ -836,7 +841,7 @@ func TestClientBodies(t *testing.T) {
 			},
 		},
 		{
-			name: "an HTML 502 keeps a short message", status: 502, body: "<html>" + strings.Repeat("gateway ", 100) + "</html>", requests: 4,
+			name: "an HTML 502 keeps a short message", status: 502, body: "<html>" + strings.Repeat("gateway ", 100) + "</html>", requests: 4, class: defender.Transient,
 			check: func(t *testing.T, u *defender.User, err error) {
 				api := asAPIError(t, err)
 				if !strings.HasPrefix(api.Message, "<html>gateway") || len(api.Message) > 210 || api.Attempts != 4 {
@@ -863,6 +868,9 @@ func TestClientBodies(t *testing.T) {
 			o.MaxBodyBytes = limit
 			u, err := newClient(t, o).User(context.Background(), alertA)
 			tt.check(t, u, err)
+			if c := defender.Classify(err); c != tt.class {
+				t.Errorf("%v is %v, want %v", err, c, tt.class)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if len(paths) != tt.requests {

@@ -1,17 +1,14 @@
 package defender_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 
 	"github.com/defender-enricher/defender-enricher/defender"
@@ -184,49 +181,6 @@ func TestNewCredential(t *testing.T) {
 			if !strings.HasPrefix(v, "AZURE_") {
 				t.Errorf("%s: read variable %s", name, v)
 			}
-		}
-	}
-}
-
-func TestUnhealthy(t *testing.T) {
-	t.Parallel()
-	api := func(status int) error { return &defender.APIError{StatusCode: status, Attempts: 1} }
-	tests := []struct {
-		name string
-		err  error
-		want bool
-	}{
-		{"nil", nil, false},
-		{"500", api(500), true},
-		{"502", api(502), true},
-		{"503", api(503), true},
-		{"504", api(504), true},
-		{"501", api(501), true},
-		{"wrapped 503", fmt.Errorf("lookup: %w", api(503)), true},
-		{"400", api(400), false},
-		{"401", api(401), false},
-		{"403", api(403), false},
-		{"429", api(429), false},
-		{"302", api(302), false},
-		{"not found", defender.ErrNotFound, false},
-		{"wrapped not found", fmt.Errorf("x: %w", defender.ErrNotFound), false},
-		{"invalid id", defender.ErrInvalidAlertID, false},
-		{"unavailable", defender.ErrUnavailable, false},
-		{"budget wait ended", fmt.Errorf("%w: waiting for the call budget: %w", defender.ErrUnavailable, context.DeadlineExceeded), false},
-		{"gave up retrying", fmt.Errorf("%w: gave up retrying after %v: %w", defender.ErrUnavailable, api(503), context.Canceled), false},
-		{"unavailable wrapping a 503", fmt.Errorf("%w: gave up after %w: %w", defender.ErrUnavailable, api(503), context.Canceled), false},
-		{"cancelled wrapping a 503", fmt.Errorf("%w: %w", api(503), context.Canceled), false},
-		{"cancelled", context.Canceled, false},
-		{"call timed out", context.DeadlineExceeded, true},
-		{"transport", &defender.TransportError{Attempts: 4, Err: io.ErrUnexpectedEOF}, true},
-		{"transport timeout", &defender.TransportError{Attempts: 1, Err: fmt.Errorf("Get: %w", context.DeadlineExceeded)}, true},
-		{"connection refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, true},
-		{"token", &defender.TokenError{Err: errors.New("AADSTS7000215: invalid client secret")}, true},
-		{"something else", errors.New("something else"), false},
-	}
-	for _, tt := range tests {
-		if got := defender.Unhealthy(tt.err); got != tt.want {
-			t.Errorf("Unhealthy(%s: %v) = %v, want %v", tt.name, tt.err, got, tt.want)
 		}
 	}
 }

@@ -59,13 +59,16 @@
 //     of its message.
 //   - *TokenError: the credential could not give a token.
 //
-// Unhealthy is the one classification of "the API is unwell" (5xx, a
-// timeout, a connection failure, no token) that the circuit breaker counts
-// as a failure; a 404, a 429, other 4xx answers, an invalid id, an open
-// breaker, a spent budget and the caller's own cancellation are not. The
-// pipeline publishes any other error (one matching neither ErrNotFound,
-// ErrUnavailable nor context.DeadlineExceeded) as failed, with the error's
-// message, which never holds the token.
+// Classify is the one classification of an outcome: Found, NotFound,
+// Transient (the API or Entra ID down, slow, unreachable or throttling, or
+// the lookup gave up waiting: asking later can succeed) or Permanent (a
+// refusal or a configuration error: asking again gets the same answer).
+// The wait policy holds Transient lookups and publishes Permanent ones as
+// failed at once; the circuit breaker counts only Transient failures of
+// the API itself. ErrorText gives the short, single-line text of an error
+// that goes to the SIEM in enrichment.error (at most MaxErrorText bytes,
+// with Defender's status, code and correlation id kept); the full error,
+// which never holds the token, is for the log.
 //
 // # What it leaves out
 //

@@ -1,10 +1,8 @@
 package defender
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -47,47 +45,21 @@ func (e *APIError) Error() string {
 	if e.Target != "" {
 		fmt.Fprintf(&b, " (correlation id %s)", e.Target)
 	}
-	switch e.StatusCode {
-	case http.StatusUnauthorized:
-		b.WriteString(": a fresh token was refused too; check the tenant, the client id and that the token's audience matches ENRICHER_DEFENDER_SCOPE")
-	case http.StatusForbidden:
-		b.WriteString(": grant the application permission User.Read.All (WindowsDefenderATP) to the app registration, with admin consent")
-	case http.StatusTooManyRequests:
-		b.WriteString(": the API's rate limit was hit; lower ENRICHER_DEFENDER_RATE_LIMITS if other clients share the tenant's budget")
-	}
+	b.WriteString(e.hint())
 	return b.String()
 }
 
-// Unhealthy reports whether err means the API is unwell: a 5xx answer, a
-// timeout of the call itself, a connection that failed or a token that could
-// not be obtained. These trip the circuit breaker. A 404, a 429, a 4xx, an
-// invalid id, an open breaker, a spent budget and the caller's own
-// cancellation do not.
-func Unhealthy(err error) bool {
-	if err == nil {
-		return false
+// hint says what the operator can do about the answer.
+func (e *APIError) hint() string {
+	switch e.StatusCode {
+	case http.StatusUnauthorized:
+		return ": a fresh token was refused too; check the tenant, the client id and that the token's audience matches ENRICHER_DEFENDER_SCOPE"
+	case http.StatusForbidden:
+		return ": grant the application permission User.Read.All (WindowsDefenderATP) to the app registration, with admin consent"
+	case http.StatusTooManyRequests:
+		return ": the API's rate limit was hit; lower ENRICHER_DEFENDER_RATE_LIMITS if other clients share the tenant's budget"
 	}
-	// The sentinels first: an error that says the lookup was given up on
-	// (ErrUnavailable, a cancelled caller) is not the API's fault, whatever
-	// answer it may also carry.
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalidAlertID) || errors.Is(err, ErrUnavailable) ||
-		errors.Is(err, context.Canceled) {
-		return false
-	}
-	var api *APIError
-	if errors.As(err, &api) {
-		return api.StatusCode >= 500
-	}
-	var tok *TokenError
-	if errors.As(err, &tok) {
-		return true
-	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	var te *TransportError
-	return errors.As(err, &te)
+	return ""
 }
 
 // TransportError is a call that got no usable answer: the connection failed
@@ -107,7 +79,13 @@ func (e *TransportError) Error() string {
 func (e *TransportError) Unwrap() error { return e.Err }
 
 // TokenError is a failure to obtain an access token from the credential.
-type TokenError struct{ Err error }
+// Err is the credential's own error: azidentity's whole account of it, with
+// Entra ID's answer or the DefaultAzureCredential chain, for the log.
+type TokenError struct {
+	Err error
+
+	summary string // the short account for ErrorText, when the client made it
+}
 
 func (e *TokenError) Error() string {
 	return "defender: no access token: " + e.Err.Error() + " (check ENRICHER_AZURE_CREDENTIAL and the AZURE_* variables)"

@@ -31,7 +31,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/defender-enricher/defender-enricher/cache"
 	"github.com/defender-enricher/defender-enricher/consumer"
@@ -391,7 +390,7 @@ func (p *Pipeline) enrich(work context.Context, e *event) {
 		// Hold only what time can change: an unavailable API, or failures
 		// that mean it is unwell. A refusal (403, 401 after a fresh token)
 		// would hold the alert, and its partition's commits, for ever.
-		if p.cfg.Wait && (e.status == schemas.StatusUnavailable || e.status == schemas.StatusFailed && defender.Unhealthy(err)) {
+		if p.cfg.Wait && defender.Classify(err) == defender.Transient {
 			// Hold the event: try again after a pause that grows to 30s.
 			pause := min(p.cfg.WaitRetry<<min(attempt, 5), 30*time.Second)
 			select {
@@ -422,11 +421,11 @@ func (e *event) settle(r cache.Result, err error) {
 	case errors.Is(err, defender.ErrNotFound):
 		// The envelope's error says why there is no user, for every
 		// status but enriched and skipped.
-		e.status, e.errText = schemas.StatusNotFound, err.Error()
+		e.status, e.errText = schemas.StatusNotFound, defender.ErrorText(err)
 	case errors.Is(err, defender.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		e.status, e.source, e.errText = schemas.StatusUnavailable, schemas.SourceNone, err.Error()
+		e.status, e.source, e.errText = schemas.StatusUnavailable, schemas.SourceNone, defender.ErrorText(err)
 	default:
-		e.status, e.source, e.errText = schemas.StatusFailed, schemas.SourceNone, err.Error()
+		e.status, e.source, e.errText = schemas.StatusFailed, schemas.SourceNone, defender.ErrorText(err)
 	}
 }
 
@@ -473,7 +472,7 @@ func (p *Pipeline) publish(e *event) {
 		Status: e.status, Source: e.source, EnrichedAt: time.Now(), Error: e.errText,
 	}, schemas.Origin{Topic: e.msg.Topic, Partition: e.msg.Partition, Offset: e.msg.Offset})
 	*e.buf = value
-	if size := recordSize([]byte(e.alertID), value, e.msg.Headers); size > p.cfg.MaxMessageBytes {
+	if size := producer.RecordSize([]byte(e.alertID), value, e.msg.Headers); size > p.cfg.MaxMessageBytes {
 		p.putBuf(e)
 		e.reject = schemas.ReasonTooLarge
 		e.detail = fmt.Sprintf("the enriched event is %d bytes with its key and headers, over ENRICHER_MAX_MESSAGE_BYTES (%d)", size, p.cfg.MaxMessageBytes)
@@ -499,15 +498,15 @@ func (p *Pipeline) deadLetter(e *event) {
 	// A message too large to process may also be too large to write: keep
 	// what fits and say what was left out. The value goes first, then the
 	// input's headers, then the key; the connector's own headers always fit.
-	if limit := p.cfg.MaxMessageBytes; recordSize(key, value, schemas.DeadLetterHeaders(in, dl)) > limit {
+	if limit := p.cfg.MaxMessageBytes; producer.RecordSize(key, value, schemas.DeadLetterHeaders(in, dl)) > limit {
 		dl.TruncatedFrom = len(value) // reserves the header's room while sizing
-		if recordSize(key, nil, schemas.DeadLetterHeaders(in, dl)) > limit {
+		if producer.RecordSize(key, nil, schemas.DeadLetterHeaders(in, dl)) > limit {
 			dl.Dropped, in = "headers", nil
-			if recordSize(key, nil, schemas.DeadLetterHeaders(in, dl)) > limit {
+			if producer.RecordSize(key, nil, schemas.DeadLetterHeaders(in, dl)) > limit {
 				dl.Dropped, key = "key,headers", nil
 			}
 		}
-		if room := limit - recordSize(key, nil, schemas.DeadLetterHeaders(in, dl)); len(value) > room {
+		if room := limit - producer.RecordSize(key, nil, schemas.DeadLetterHeaders(in, dl)); len(value) > room {
 			value = value[:max(room, 0)]
 		} else {
 			dl.TruncatedFrom = 0 // what was left out made room enough
@@ -516,15 +515,6 @@ func (p *Pipeline) deadLetter(e *event) {
 	p.metrics.deadLetters.WithLabelValues(string(e.reject)).Inc()
 	p.dlLog.record(e, time.Now())
 	p.out.Send(producer.Record{Topic: p.cfg.DLQTopic, Key: key, Value: value, Headers: schemas.DeadLetterHeaders(in, dl), Ack: e})
-}
-
-// recordSize is the size of a record as the size limits count it.
-func recordSize(key, value []byte, headers []kafka.Header) int {
-	n := len(key) + len(value)
-	for _, h := range headers {
-		n += len(h.Key) + len(h.Value)
-	}
-	return n
 }
 
 // HeaderTruncated is schemas.HeaderTruncated, kept for readers of dead

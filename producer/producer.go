@@ -40,8 +40,13 @@ type Config struct {
 	// Default 5ms: kafka-go's own default of 1s stalls every small batch, and
 	// alerts are few and urgent.
 	BatchTimeout time.Duration
-	// MaxMessageBytes is the largest record, headers included, the writer
-	// takes; larger ones are the caller's to divert. Default 1 MiB.
+	// MaxMessageBytes is the largest record, as RecordSize counts it (key,
+	// value and headers), that Send takes: larger ones are the caller's to
+	// divert, and one that reaches Send fails the producer before it is
+	// written. It bounds a batch too: a batch to one partition never holds
+	// more than MaxMessageBytes of records, so the broker takes every batch
+	// when the topic's max.message.bytes is at least MaxMessageBytes +
+	// BatchOverhead. Default DefaultMaxMessageBytes.
 	MaxMessageBytes int
 	// Retry bounds the writer's own retries of a failed batch: kafka-go
 	// retries leader changes and broken connections this many times with
@@ -55,11 +60,51 @@ type Config struct {
 	Logger             *slog.Logger
 }
 
+// DefaultMaxMessageBytes is MaxMessageBytes when not set: with
+// BatchOverhead, within Kafka's default max.message.bytes (1,048,588).
+const DefaultMaxMessageBytes = 1_000_000
+
+// BatchOverhead is what a record batch adds to its records as the broker
+// counts them against max.message.bytes: the v2 batch header, its offset and
+// length included.
+const BatchOverhead = 61
+
+// ErrRecordTooLarge is matched by the error of a record refused by Send for
+// its size.
+var ErrRecordTooLarge = errors.New("record too large")
+
+// RecordSize is the size of a record as the writer counts it against
+// MaxMessageBytes and the batch bound: key, value, every header's key and
+// value, and 22 bytes of framing per record and a few per header. It is at
+// least the record's encoded size in a batch. Size checks that must keep a
+// record writable, headers included, call it.
+func RecordSize(key, value []byte, headers []kafka.Header) int {
+	// kafka-go's own estimate (Message.totalSize): fixed-width lengths,
+	// attributes and timestamp, and varint-framed headers.
+	n := 4 + 1 + 1 + 4 + len(key) + 4 + len(value) + 8 + varintLen(len(headers))
+	for _, h := range headers {
+		n += varintLen(len(h.Key)) + len(h.Key) + varintLen(len(h.Value)) + len(h.Value)
+	}
+	return n
+}
+
+// varintLen is the length of n as a zig-zag varint.
+func varintLen(n int) int {
+	u := uint64(n) << 1
+	l := 1
+	for u >= 0x80 {
+		u >>= 7
+		l++
+	}
+	return l
+}
+
 // Producer writes records asynchronously. Send and Err are safe for
 // concurrent use.
 type Producer struct {
-	w   *kafka.Writer
-	log *slog.Logger
+	w        *kafka.Writer
+	log      *slog.Logger
+	maxBytes int
 
 	mu      sync.Mutex
 	queue   []kafka.Message
@@ -83,7 +128,7 @@ func New(cfg Config) (*Producer, error) {
 		cfg.BatchTimeout = 5 * time.Millisecond
 	}
 	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = 1 << 20
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 30
@@ -92,11 +137,12 @@ func New(cfg Config) (*Producer, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Producer{
-		log:     cfg.Logger,
-		wake:    make(chan struct{}, 1),
-		errc:    make(chan error, 1),
-		failed:  make(chan struct{}),
-		stopped: make(chan struct{}),
+		log:      cfg.Logger,
+		maxBytes: cfg.MaxMessageBytes,
+		wake:     make(chan struct{}, 1),
+		errc:     make(chan error, 1),
+		failed:   make(chan struct{}),
+		stopped:  make(chan struct{}),
 	}
 	transport := cfg.Transport
 	if transport == nil {
@@ -113,7 +159,13 @@ func New(cfg Config) (*Producer, error) {
 		Balancer:     &kafka.Murmur2Balancer{},
 		BatchTimeout: cfg.BatchTimeout,
 		BatchSize:    500,
-		BatchBytes:   int64(cfg.MaxMessageBytes),
+		// The broker's max.message.bytes bounds a whole record batch, not
+		// one record, and kafka-go does not retry MESSAGE_TOO_LARGE: a batch
+		// over it would stop the connector on every restart. kafka-go sums
+		// RecordSize over a batch's records, more than their encoded size,
+		// and leaves out only the batch header (BatchOverhead): a batch is
+		// therefore never larger than the largest record allowed plus that.
+		BatchBytes: int64(cfg.MaxMessageBytes),
 		// Async, with acknowledgements through Completion: the sender never
 		// blocks on the network, and batches to one partition are written one
 		// after the other, in order, each retried in place.
@@ -129,9 +181,16 @@ func New(cfg Config) (*Producer, error) {
 	return p, nil
 }
 
-// Send queues r. It does not block on the network. After Close it fails the
-// producer (a bug in the caller's shutdown order).
+// Send queues r. It does not block on the network. A record larger than
+// MaxMessageBytes is not queued: it fails the producer with an error that
+// matches ErrRecordTooLarge. After Close, Send fails the producer (a bug in
+// the caller's shutdown order).
 func (p *Producer) Send(r Record) {
+	if n := RecordSize(r.Key, r.Value, r.Headers); n > p.maxBytes {
+		p.fail(fmt.Errorf("producer: a record of %d bytes (key, value and headers) for topic %q is over ENRICHER_MAX_MESSAGE_BYTES (%d): %w",
+			n, r.Topic, p.maxBytes, ErrRecordTooLarge))
+		return
+	}
 	m := kafka.Message{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
 	if r.Ack != nil {
 		m.WriterData = r.Ack
@@ -229,7 +288,7 @@ func describe(err error, msgs []kafka.Message) error {
 	case errors.Is(err, kafka.TopicAuthorizationFailed), errors.Is(err, kafka.ClusterAuthorizationFailed):
 		hint = ": grant this client WRITE (and DESCRIBE) on the topic"
 	case errors.Is(err, kafka.MessageSizeTooLarge):
-		hint = ": raise the topic's max.message.bytes or lower ENRICHER_MAX_MESSAGE_BYTES"
+		hint = fmt.Sprintf(": raise the topic's max.message.bytes to ENRICHER_MAX_MESSAGE_BYTES + %d or more, or lower ENRICHER_MAX_MESSAGE_BYTES", BatchOverhead)
 	case errors.Is(err, kafka.NotEnoughReplicas), errors.Is(err, kafka.NotEnoughReplicasAfterAppend):
 		hint = ": fewer in-sync replicas than the topic's min.insync.replicas"
 	}

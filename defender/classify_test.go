@@ -15,6 +15,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
+	"github.com/defender-enricher/defender-enricher/clock"
 	"github.com/defender-enricher/defender-enricher/defender"
 	"github.com/defender-enricher/defender-enricher/simulator"
 )
@@ -180,5 +181,37 @@ func TestClassifyDefenderAnswers(t *testing.T) {
 			}
 			checkBounded(t, defender.ErrorText(err))
 		})
+	}
+}
+
+// TestRefusedCredentialIsNotAskedAgain: once Entra ID refused the secret,
+// lookups fail at once with that refusal for RefusalHold, so that a wrong
+// secret costs one token request per hold, not one per alert; after it, the
+// credential is asked again.
+func TestRefusedCredentialIsNotAskedAgain(t *testing.T) {
+	t.Parallel()
+	s := newSimulator(t)
+	clk := clock.NewManual(time.Now())
+	o := credentialFor(t, s, s.AuthorityHost(), "wrong-secret", s.Client())
+	o.Clock, o.RefusalHold = clk, time.Minute
+	c := newClient(t, *o)
+	for i := range 20 {
+		_, err := c.User(context.Background(), alertA)
+		if defender.Classify(err) != defender.Permanent {
+			t.Fatalf("lookup %d: %v, want the permanent refusal", i, err)
+		}
+	}
+	if n := s.TokenRequests(); n != 1 {
+		t.Fatalf("%d token requests for 20 lookups with a refused secret, want 1", n)
+	}
+	if n := len(s.Calls()); n != 0 {
+		t.Fatalf("%d API calls without a token", n)
+	}
+	clk.Advance(time.Minute)
+	if _, err := c.User(context.Background(), alertA); defender.Classify(err) != defender.Permanent {
+		t.Fatalf("after the hold: %v", err)
+	}
+	if n := s.TokenRequests(); n != 2 {
+		t.Fatalf("%d token requests after the hold, want 2", n)
 	}
 }

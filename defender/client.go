@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -51,6 +52,11 @@ type Options struct {
 	DefaultRetryAfter time.Duration // pause after a 429 that carries no usable Retry-After; default 60s
 	MaxRetryAfter     time.Duration // longest pause a Retry-After can impose; default 1h
 	MaxBodyBytes      int64         // larger answers are an error; default 1 MiB
+	// RefusalHold is how long a credential that Entra ID refused (a
+	// Permanent TokenError) is not asked again: lookups in that time fail
+	// at once with the same error, so that a wrong secret costs one token
+	// request per RefusalHold, not one per alert. Default 30s.
+	RefusalHold time.Duration
 
 	Clock      clock.Clock           // nil: the real clock
 	Logger     *slog.Logger          // nil: discard
@@ -66,6 +72,13 @@ type Client struct {
 	metrics *clientMetrics
 	log     *slog.Logger
 	clock   clock.Clock
+	refusal atomic.Pointer[refusal] // the last refused token request, if any
+}
+
+// refusal is a token request that Entra ID refused, kept for RefusalHold.
+type refusal struct {
+	err   error
+	until time.Time
 }
 
 // New returns a Client. It does no I/O.
@@ -86,6 +99,7 @@ func New(opts Options) (*Client, error) {
 	setDefault(&opts.DefaultRetryAfter, 60*time.Second)
 	setDefault(&opts.MaxRetryAfter, time.Hour)
 	setDefault(&opts.MaxBodyBytes, 1<<20)
+	setDefault(&opts.RefusalHold, 30*time.Second)
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = NewHTTPClient(nil)
 	}
@@ -306,8 +320,13 @@ func (c *Client) attempt(ctx context.Context, target, alertID string, attempt in
 	return nil, false, 0, api
 }
 
-// token asks the credential for a token, within AttemptTimeout.
+// token asks the credential for a token, within AttemptTimeout. After
+// Entra ID refused the credential it answers with that refusal, without
+// asking, until RefusalHold has passed.
 func (c *Client) token(ctx context.Context, tro policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	if r := c.refusal.Load(); r != nil && c.clock.Now().Before(r.until) {
+		return azcore.AccessToken{}, r.err
+	}
 	tokCtx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
 	defer cancel()
 	tok, err := c.opts.Credential.GetToken(tokCtx, tro)
@@ -315,9 +334,17 @@ func (c *Client) token(ctx context.Context, tro policy.TokenRequestOptions) (azc
 		if ctx.Err() != nil {
 			return tok, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
-		c.log.Warn("no access token from the credential", "error", err)
-		return tok, newTokenError(err)
+		terr := newTokenError(err)
+		if Classify(terr) == Permanent {
+			c.refusal.Store(&refusal{err: terr, until: c.clock.Now().Add(c.opts.RefusalHold)})
+			c.log.Warn("no access token: the credential was refused; lookups fail without asking again for a while",
+				"hold", c.opts.RefusalHold.String(), "error", err)
+		} else {
+			c.log.Warn("no access token from the credential", "error", err)
+		}
+		return tok, terr
 	}
+	c.refusal.Store(nil)
 	return tok, nil
 }
 

@@ -30,7 +30,7 @@ import (
 // on it, in-process or as the binary, share the group and the topics, as
 // replicas of one deployment would.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	cluster *kafkatest.Cluster
 	sim     *simulator.Server
 
@@ -55,7 +55,7 @@ type env struct {
 // call budget large enough never to throttle a test stream (tests of the
 // budget override it), a 10s shutdown timeout, and the HTTP endpoints on a
 // free port of 127.0.0.1.
-func newEnv(t *testing.T, c *kafkatest.Cluster, partitions int, opts ...simulator.Options) *env {
+func newEnv(t testing.TB, c *kafkatest.Cluster, partitions int, opts ...simulator.Options) *env {
 	t.Helper()
 	var so simulator.Options
 	if len(opts) > 0 {
@@ -100,7 +100,7 @@ func newEnv(t *testing.T, c *kafkatest.Cluster, partitions int, opts ...simulato
 }
 
 // topicPrefix turns the test's name into a short topic-safe prefix.
-func topicPrefix(t *testing.T) string {
+func topicPrefix(t testing.TB) string {
 	name := strings.Map(func(r rune) rune {
 		switch {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':

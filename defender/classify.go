@@ -114,20 +114,22 @@ func classifyStatus(status int) Class {
 // tool (the Azure CLI) failed. So an error without an answer is Transient
 // only when its text is a network failure's. A credential that could not
 // try at all is azidentity's credentialUnavailableError, which is not
-// exported: it falls to the Permanent default.
+// exported: it too is Transient when its text is a network failure's or a
+// timeout's (a managed identity endpoint not ready yet), and Permanent
+// otherwise (a missing variable, no Azure CLI sign-in).
 func classifyToken(err error) Class {
 	var ne net.Error
 	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
 		return Transient
 	}
 	var af *azidentity.AuthenticationFailedError
-	if !errors.As(err, &af) {
-		return Permanent
-	}
-	if af.RawResponse != nil {
+	if errors.As(err, &af) && af.RawResponse != nil {
 		return classifyStatus(af.RawResponse.StatusCode)
 	}
-	msg := strings.ToLower(af.Error())
+	// No answer: a network failure's text, in an AuthenticationFailedError
+	// or in a credential that could not try (a managed identity endpoint
+	// that timed out while the node's agent starts), is Transient.
+	msg := strings.ToLower(err.Error())
 	for _, s := range networkFailures {
 		if strings.Contains(msg, s) {
 			return Transient
@@ -142,5 +144,5 @@ var networkFailures = []string{
 	"dial tcp", "connection refused", "connection reset", "no such host", "i/o timeout",
 	"network is unreachable", "no route to host", "server misbehaving", "broken pipe",
 	"tls handshake", "unexpected eof", "context deadline exceeded", "timeout awaiting",
-	"client.timeout exceeded",
+	"client.timeout exceeded", "timed out",
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -68,6 +69,8 @@ func TestClassify(t *testing.T) {
 		{"Entra 400 (unknown tenant)", entra(400), defender.Permanent},
 		{"Entra 401 (invalid_client)", entra(401), defender.Permanent},
 		{"credential unavailable", &defender.TokenError{Err: azidentity.NewCredentialUnavailableError("no managed identity")}, defender.Permanent},
+		{"managed identity endpoint timed out", &defender.TokenError{Err: azidentity.NewCredentialUnavailableError("managed identity timed out. See https://aka.ms/azsdk/go/identity/troubleshoot#dac for more information")}, defender.Transient},
+		{"managed identity endpoint unreachable", &defender.TokenError{Err: azidentity.NewCredentialUnavailableError("failed to authenticate a system assigned identity. The endpoint responded with dial tcp 127.0.0.1:1: connect: connection refused")}, defender.Transient},
 		{"credential failed without an answer", &defender.TokenError{Err: &azidentity.AuthenticationFailedError{}}, defender.Permanent},
 		{"token, unknown", &defender.TokenError{Err: errors.New("AADSTS7000215: invalid client secret")}, defender.Permanent},
 		{"something else", errors.New("something else"), defender.Permanent},
@@ -182,6 +185,28 @@ func TestClassifyDefenderAnswers(t *testing.T) {
 			checkBounded(t, defender.ErrorText(err))
 		})
 	}
+}
+
+// TestSharedRefusalIsReadSafely: the refusal the client hands to every
+// lookup during its hold is read by many goroutines at once (each event's
+// ErrorText, the log); reading it must not touch azidentity's response.
+func TestSharedRefusalIsReadSafely(t *testing.T) {
+	t.Parallel()
+	s := newSimulator(t)
+	c := newClient(t, *credentialFor(t, s, s.AuthorityHost(), "wrong-secret", s.Client()))
+	if _, err := c.User(context.Background(), alertA); defender.Classify(err) != defender.Permanent {
+		t.Fatalf("first lookup: %v, want the refusal", err)
+	}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			_, err := c.User(context.Background(), alertA)
+			if text := defender.ErrorText(err); !strings.Contains(text, "invalid_client") || !strings.Contains(err.Error(), "invalid_client") {
+				t.Errorf("ErrorText %q / Error %q", text, err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // TestRefusedCredentialIsNotAskedAgain: once Entra ID refused the secret,

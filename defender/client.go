@@ -229,8 +229,13 @@ func isStatus(err error, status int) bool {
 // fetch again.
 var errBodyTooLarge = errors.New("answer too large")
 
-// errUnreadable: a 200 answer that is not a user object.
+// errUnreadable: a 200 answer that is JSON but not a user object; the same
+// on every attempt.
 var errUnreadable = errors.New("200 answer unreadable")
+
+// errCutShort: a 200 answer that is not JSON at all, empty or cut short (a
+// proxy or a load balancer that dropped the connection): retried.
+var errCutShort = errors.New("200 answer cut short")
 
 // attempt makes one call and decides, in this one place, whether and when
 // to retry. wait is the delay before the next attempt (a 429's pause is
@@ -301,6 +306,10 @@ func (c *Client) attempt(ctx context.Context, target, alertID string, attempt in
 	case status == http.StatusOK:
 		u, err := ParseUser(body)
 		if err != nil {
+			if !json.Valid(body) {
+				c.log.Warn("defender answered 200 with a body that is not JSON", "alert_id", alertID, "attempt", attempt, "bytes", len(body))
+				return nil, ctx.Err() == nil, c.backoff(attempt), &TransportError{Err: fmt.Errorf("%w (%d bytes): %w", errCutShort, len(body), err)}
+			}
 			return nil, false, 0, &TransportError{Err: fmt.Errorf("%w: %w", errUnreadable, err)}
 		}
 		return u, false, 0, nil

@@ -817,12 +817,17 @@ func TestClientBodies(t *testing.T) {
 			},
 		},
 		{
-			name: "a malformed 200 is an error, not retried", status: 200, body: `{"id":`, requests: 1, class: defender.Permanent,
+			// Not JSON at all: a proxy that dropped the connection, retried.
+			name: "a 200 cut short is retried", status: 200, body: `{"id":`, requests: 4, class: defender.Transient,
 			check: func(t *testing.T, u *defender.User, err error) {
-				if te := asTransportError(t, err); te.Attempts != 1 {
+				if te := asTransportError(t, err); te.Attempts != 4 {
 					t.Errorf("%d attempts", te.Attempts)
 				}
 			},
+		},
+		{
+			name: "an empty 200 is retried", status: 200, body: ``, requests: 4, class: defender.Transient,
+			check: func(t *testing.T, u *defender.User, err error) { asTransportError(t, err) },
 		},
 		{
 			name: "a 200 of null is an error", status: 200, body: `null`, requests: 1, class: defender.Permanent,

@@ -85,10 +85,21 @@ type TokenError struct {
 	Err error
 
 	summary string // the short account for ErrorText, when the client made it
+	text    string // Error's text, when the client made it
 }
 
 func (e *TokenError) Error() string {
-	return "defender: no access token: " + e.Err.Error() + " (check ENRICHER_AZURE_CREDENTIAL and the AZURE_* variables)"
+	if e.text != "" {
+		return e.text
+	}
+	return tokenText(e.Err)
+}
+
+// tokenText is a TokenError's text. azidentity builds its error's text from
+// the response body each time, reading the body again: an error shared
+// between goroutines must have it built once, before it is shared.
+func tokenText(err error) string {
+	return "defender: no access token: " + err.Error() + " (check ENRICHER_AZURE_CREDENTIAL and the AZURE_* variables)"
 }
 
 func (e *TokenError) Unwrap() error { return e.Err }

@@ -50,7 +50,9 @@ func ErrorText(err error) string {
 		if i := strings.Index(s, full); i >= 0 {
 			before, after := s[:i], s[i+len(full):]
 			room := max(MaxErrorText-len(before)-len(prefix)-len(suffix)-len(after), 60)
-			s = before + prefix + cut(clean(cuttable), room) + suffix + after
+			// Cut before cleaning, so that a message of a megabyte is not
+			// cleaned whole to keep a few hundred bytes of it.
+			s = before + prefix + cut(clean(cut(cuttable, 4*room)), room) + suffix + after
 		}
 	}
 	return cut(clean(s), MaxErrorText)
@@ -84,7 +86,7 @@ func (e *TokenError) short() string {
 // newTokenError wraps a credential's error. It reads Entra ID's answer
 // once, here, before the error can be shared between goroutines.
 func newTokenError(err error) *TokenError {
-	return &TokenError{Err: err, summary: tokenSummary(err)}
+	return &TokenError{Err: err, summary: tokenSummary(err), text: tokenText(err)}
 }
 
 var troubleshootLink = regexp.MustCompile(`(?:\.\s*)?To troubleshoot, visit \S+`)

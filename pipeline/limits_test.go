@@ -53,12 +53,22 @@ type ackSink struct {
 	n       int
 	hold    bool
 	discard bool // keep no record, only the count
+	limit   int  // records over it are refused, as by the producer; 0: none
 	errc    chan error
 }
 
 func newAckSink() *ackSink { return &ackSink{errc: make(chan error, 1)} }
 
 func (s *ackSink) Send(r producer.Record) {
+	// As the producer does: a record over the limit is never written, and
+	// the write fails for good.
+	if s.limit > 0 && producer.RecordSize(r.Key, r.Value, r.Headers) > s.limit {
+		select {
+		case s.errc <- fmt.Errorf("record of %d bytes to %q over the limit of %d", producer.RecordSize(r.Key, r.Value, r.Headers), r.Topic, s.limit):
+		default:
+		}
+		return
+	}
 	s.mu.Lock()
 	s.n++
 	if !s.discard {
@@ -347,6 +357,7 @@ func TestOversizedHeadersStillDeadLetter(t *testing.T) {
 	const limit = 4096
 	src := &chanSource{msgs: make(chan *consumer.Message, 2)}
 	out := newAckSink()
+	out.limit = limit
 	lk := &fakeLookup{hits: map[string]*defender.User{idA: testUser(t, "a")}}
 	p := newTestPipeline(t, pipeline.Config{MaxMessageBytes: limit}, src, lk, out)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -359,11 +370,7 @@ func TestOversizedHeadersStillDeadLetter(t *testing.T) {
 	cancel()
 	<-done
 	for i, rec := range out.sent() {
-		size := len(rec.Key) + len(rec.Value)
-		for _, h := range rec.Headers {
-			size += len(h.Key) + len(h.Value)
-		}
-		if rec.Topic != "dlq" || size > limit {
+		if size := producer.RecordSize(rec.Key, rec.Value, rec.Headers); rec.Topic != "dlq" || size > limit {
 			t.Fatalf("record %d: %d bytes to %q, want a dead letter within %d", i, size, rec.Topic, limit)
 		}
 		if reason, _ := header(rec.Headers, schemas.HeaderReason); reason != string(schemas.ReasonTooLarge) {
@@ -456,3 +463,37 @@ func TestFetchRetryLog(t *testing.T) {
 type sourceFunc func(context.Context) (*consumer.Message, error)
 
 func (f sourceFunc) Fetch(ctx context.Context) (*consumer.Message, error) { return f(ctx) }
+
+// TestDeadLetterFitsTheSmallestLimit: at the smallest ENRICHER_MAX_MESSAGE_BYTES
+// (1024) and the longest topic name Kafka allows (249), a message whose key,
+// value and headers are each over the limit still makes a dead letter the
+// producer takes, with the connector's own headers whole.
+func TestDeadLetterFitsTheSmallestLimit(t *testing.T) {
+	const limit = 1024
+	topic := strings.Repeat("t", 249)
+	src := &chanSource{msgs: make(chan *consumer.Message, 1)}
+	out := newAckSink()
+	out.limit = limit
+	p := newTestPipeline(t, pipeline.Config{MaxMessageBytes: limit}, src, &fakeLookup{}, out)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	m := message(1<<40, bytes.Repeat([]byte("x"), 2*limit), kafka.Header{Key: "h", Value: bytes.Repeat([]byte("h"), 2*limit)})
+	m.Topic, m.Partition, m.Key = topic, 1<<20, bytes.Repeat([]byte("k"), 2*limit)
+	src.msgs <- m
+	waitUntil(t, "the dead letter, or a refused write", func() bool { return p.Stats().DeadLetters == 1 || len(out.errc) > 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	rec := out.sent()[0]
+	if v, _ := header(rec.Headers, schemas.HeaderDropped); v != "key,headers" {
+		t.Fatalf("%s = %q, want key,headers", schemas.HeaderDropped, v)
+	}
+	if v, _ := header(rec.Headers, schemas.HeaderTopic); v != topic {
+		t.Fatalf("origin topic %q", v)
+	}
+	if v, _ := header(rec.Headers, schemas.HeaderTruncated); v != fmt.Sprint(2*limit) {
+		t.Fatalf("%s = %q", schemas.HeaderTruncated, v)
+	}
+}

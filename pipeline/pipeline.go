@@ -347,7 +347,11 @@ func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message,
 			case <-fetchCtx.Done():
 				// Stopping while this message waits for room: its remaining
 				// events are not processed, so it is never acknowledged and
-				// will be consumed again.
+				// will be consumed again. Its bytes are released once the
+				// events already on their way are written.
+				if held.pending.Add(-int64(len(events)-i)) == 0 {
+					p.bytes.release(held.bytes)
+				}
 				return events
 			}
 		}

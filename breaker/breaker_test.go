@@ -60,15 +60,21 @@ type env struct {
 	sim     *simulator.Server
 	breaker *breaker.Breaker
 	changes *transitions
+
+	mu       sync.Mutex
+	onAnswer func()        // run once, just before the next Defender answer goes out
+	hold     chan struct{} // the next user lookup waits until it is closed
 }
 
 func newEnv(t *testing.T, o breaker.Options, mod func(*defender.Options)) *env {
 	t.Helper()
-	s, err := simulator.New(simulator.Options{})
+	e := &env{changes: &transitions{}}
+	s, err := simulator.New(simulator.Options{Logf: e.logf, Users: e.users})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
+	e.sim = s
 	ep, err := defender.ResolveEndpoint(s.URL(), s.Scope(), s.AuthorityHost())
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +94,6 @@ func newEnv(t *testing.T, o breaker.Options, mod func(*defender.Options)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{sim: s, changes: &transitions{}}
 	o.OnStateChange = e.changes.record
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
@@ -99,6 +104,77 @@ func newEnv(t *testing.T, o breaker.Options, mod func(*defender.Options)) *env {
 	}
 	return e
 }
+
+// logf runs onAnswer on the simulator's line for a Defender answer, which it
+// writes once any latency has passed and before the answer goes out.
+func (e *env) logf(format string, _ ...any) {
+	if !strings.HasPrefix(format, "simulator: defender ") {
+		return
+	}
+	e.mu.Lock()
+	f := e.onAnswer
+	e.onAnswer = nil
+	e.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// beforeAnswer has f run just before the next Defender answer goes out.
+func (e *env) beforeAnswer(f func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onAnswer = f
+}
+
+func (e *env) users(alertID string) (map[string]any, bool) {
+	e.mu.Lock()
+	hold := e.hold
+	e.hold = nil
+	e.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	return simulator.SyntheticUser(alertID), true
+}
+
+// holdNextUser has the next call that reaches the user lookup wait until
+// the returned function is called (at the latest when the test ends).
+func (e *env) holdNextUser(t *testing.T) (release func()) {
+	hold := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release) // before the simulator's Close, which waits for it
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.hold = hold
+	return release
+}
+
+// expiring is a context whose deadline passes when the test calls expire,
+// not after some time: a caller's deadline the test can place exactly.
+type expiring struct {
+	context.Context
+	done chan struct{}
+	once sync.Once
+}
+
+func newExpiring() *expiring {
+	return &expiring{Context: context.Background(), done: make(chan struct{})}
+}
+
+func (c *expiring) Done() <-chan struct{} { return c.done }
+
+func (c *expiring) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+func (c *expiring) expire() { c.once.Do(func() { close(c.done) }) }
 
 func (e *env) lookup(ctx context.Context) error {
 	_, err := e.breaker.User(ctx, alertA)
@@ -146,8 +222,10 @@ func TestTrips(t *testing.T) {
 		{"502", func(s *simulator.Server) { s.SetOutage(http.StatusBadGateway) }, nil},
 		{"504", func(s *simulator.Server) { s.SetOutage(http.StatusGatewayTimeout) }, nil},
 		{"connection reset", func(s *simulator.Server) { s.SetConnectionReset(true) }, nil},
-		{"timeout", func(s *simulator.Server) { s.SetLatency(5 * time.Second) }, func(o *defender.Options) {
-			o.AttemptTimeout, o.MaxAttempts = 300*time.Millisecond, 1
+		// AttemptTimeout also bounds the first lookup's token and call, which
+		// a loaded machine must get done in time; Close cuts the hour short.
+		{"timeout", func(s *simulator.Server) { s.SetLatency(time.Hour) }, func(o *defender.Options) {
+			o.AttemptTimeout, o.MaxAttempts = 3*time.Second, 1
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -246,17 +324,13 @@ func TestAbandonedAfterFailure(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.sim.SetOutage(503)
-		e.sim.SetLatency(200 * time.Millisecond)
 		for i, want := range []breaker.State{breaker.StateClosed, breaker.StateOpen} {
+			// The caller leaves while the first call is out, before its 503
+			// comes back: the retry is what it no longer waits for.
 			ctx, cancel := context.WithCancel(context.Background())
-			before := e.sim.CallCount()
-			go func() {
-				for e.sim.CallCount() == before {
-					time.Sleep(time.Millisecond)
-				}
-				cancel()
-			}()
+			e.beforeAnswer(cancel)
 			err := e.lookup(ctx)
+			cancel()
 			var api *defender.APIError
 			if !errors.Is(err, defender.ErrUnavailable) || !errors.Is(err, context.Canceled) || !errors.As(err, &api) || api.StatusCode != 503 {
 				t.Fatalf("lookup %d: %v, want ErrUnavailable after a 503", i, err)
@@ -274,8 +348,15 @@ func TestAbandonedAfterFailure(t *testing.T) {
 		t.Cleanup(w.Close)
 		e := newEnv(t, breaker.Options{Failures: 1, Timeout: time.Hour}, func(o *defender.Options) { o.Budget = w })
 		e.sim.SetOutage(503)
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		defer cancel()
+		// The caller's deadline passes once the retry waits for the budget.
+		ctx := newExpiring()
+		go func() {
+			for w.Waiting() == 0 && ctx.Err() == nil {
+				time.Sleep(time.Millisecond)
+			}
+			ctx.expire()
+		}()
+		t.Cleanup(ctx.expire)
 		err = e.lookup(ctx)
 		var api *defender.APIError
 		if !errors.Is(err, defender.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &api) || api.StatusCode != 503 {
@@ -330,7 +411,9 @@ func TestSuccessResetsTheCount(t *testing.T) {
 // says nothing of health (a 404) leaves it half-open for the next probe.
 func TestHalfOpen(t *testing.T) {
 	t.Parallel()
-	const timeout = 200 * time.Millisecond
+	// Long enough for the checks made while open (a few lookups that fail
+	// at once) on a loaded machine: gobreaker reads the real clock.
+	const timeout = 2 * time.Second
 	open := func(t *testing.T) *env {
 		t.Helper()
 		e := newEnv(t, breaker.Options{Failures: 1, Timeout: timeout}, nil)
@@ -340,7 +423,6 @@ func TestHalfOpen(t *testing.T) {
 		}
 		e.wantState(t, breaker.StateOpen)
 		e.wantFastFail(t, 3)
-		time.Sleep(timeout)
 		waitFor(t, "half-open", func() bool { return e.breaker.State() == breaker.StateHalfOpen })
 		return e
 	}
@@ -349,17 +431,17 @@ func TestHalfOpen(t *testing.T) {
 		t.Parallel()
 		e := open(t)
 		e.sim.SetOutage(0)
-		e.sim.SetLatency(300 * time.Millisecond)
+		release := e.holdNextUser(t) // the probe stays in flight until released
 		before := e.sim.CallCount()
 		probe := make(chan error, 1)
 		go func() { probe <- e.lookup(context.Background()) }()
 		waitFor(t, "the probe's call", func() bool { return e.sim.CallCount() == before+1 })
 		e.wantFastFail(t, 3) // the probe is the only call let through
+		release()
 		if err := <-probe; err != nil {
 			t.Fatalf("probe: %v", err)
 		}
 		e.wantState(t, breaker.StateClosed)
-		e.sim.SetLatency(0)
 		if err := e.lookup(context.Background()); err != nil {
 			t.Errorf("closed again, but %v", err)
 		}
@@ -431,7 +513,7 @@ func TestMetrics(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -3,6 +3,7 @@ package budget
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sort"
 	"testing"
@@ -161,14 +162,69 @@ func maxTime(a, b time.Time) time.Time {
 	return b
 }
 
-// waitBriefly gives a just-granted Acquire time to return; a manual clock
-// does not move by itself, so a miss means "not granted now".
-func waitBriefly(ch chan func()) func() {
+// waitFor polls cond until it holds. The deadline only guards against a
+// hang: a loaded machine must not trip it.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// receive returns the next value of ch, failing the test only if none comes
+// before a deadline that guards against a hang.
+func receive[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
 	select {
-	case d := <-ch:
-		return d
-	case <-time.After(20 * time.Millisecond):
-		return nil
+	case v := <-ch:
+		return v
+	case <-time.After(60 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// acquireAsync calls Acquire in a goroutine and waits until the call is
+// either granted or queued. A manual clock moves only when the test moves
+// it, and the budget grants queued waiters inside the Advance that frees
+// them, so a waiter still queued once Advance returns was not granted.
+func acquireAsync(t *testing.T, w *Window) (granted <-chan func()) {
+	t.Helper()
+	before := w.Waiting()
+	ch := make(chan func(), 1)
+	go func() {
+		d, err := w.Acquire(context.Background())
+		if err == nil {
+			ch <- d
+		}
+	}()
+	waitFor(t, "Acquire to be granted or queued", func() bool { return len(ch) == 1 || w.Waiting() == before+1 })
+	return ch
+}
+
+// wantWaits checks that an Acquire made now is not granted at the clock's
+// current time: it is queued, and it gives up when its caller does.
+func wantWaits(t *testing.T, w *Window, what string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	before := w.Waiting()
+	errc := make(chan error, 1)
+	go func() {
+		d, err := w.Acquire(ctx)
+		if err == nil {
+			d()
+		}
+		errc <- err
+	}()
+	waitFor(t, "Acquire to be granted or queued", func() bool { return len(errc) == 1 || w.Waiting() == before+1 })
+	cancel()
+	if err := receive(t, "Acquire to return", errc); !errors.Is(err, context.Canceled) {
+		t.Fatalf("%s: err = %v, want it to wait", what, err)
 	}
 }
 
@@ -184,17 +240,9 @@ func TestWindowFillsItsLimit(t *testing.T) {
 		done()
 	}
 	// The 101st call in the same instant must wait a full minute.
-	ctx2, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	if _, err := w.Acquire(ctx2); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("101st call in the first minute: err = %v, want it to wait", err)
-	}
+	wantWaits(t, w, "101st call in the first minute")
 	clk.Advance(time.Minute - time.Millisecond)
-	ctx3, cancel3 := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel3()
-	if _, err := w.Acquire(ctx3); err == nil {
-		t.Fatal("a call was granted 1ms before the window freed")
-	}
+	wantWaits(t, w, "a call 1ms before the window freed")
 	clk.Advance(time.Millisecond)
 	done, err := w.Acquire(ctx)
 	if err != nil {
@@ -208,28 +256,18 @@ func TestRunningCallHoldsItsSlot(t *testing.T) {
 	w, _ := New(Limits{{1, time.Second}}, clk)
 	done, _ := w.Acquire(context.Background())
 	clk.Advance(5 * time.Second) // the call is slow: still running
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := w.Acquire(ctx); err == nil {
-		t.Fatal("granted a second call while the first one, in a 1/1s window, was still running")
-	}
+	wantWaits(t, w, "a second call while the first one, in a 1/1s window, was still running")
 	done() // ends at t=5s: the next call may start at t=6s
-	got := make(chan func(), 1)
-	go func() {
-		d, err := w.Acquire(context.Background())
-		if err == nil {
-			got <- d
-		}
-	}()
-	if waitBriefly(got) != nil {
+	got := acquireAsync(t, w)
+	clk.Advance(999 * time.Millisecond)
+	if len(got) != 0 || w.Waiting() != 1 {
 		t.Fatal("granted a call less than a window after the previous one ended")
 	}
-	clk.Advance(time.Second)
-	if d := waitBriefly(got); d == nil {
+	clk.Advance(time.Millisecond)
+	if w.Waiting() != 0 {
 		t.Fatal("no call a full window after the previous one ended")
-	} else {
-		d()
 	}
+	receive(t, "the granted call", got)()
 }
 
 func TestPauseUntilHoldsEveryCall(t *testing.T) {
@@ -237,26 +275,25 @@ func TestPauseUntilHoldsEveryCall(t *testing.T) {
 	w, _ := New(Limits{{100, time.Minute}}, clk)
 	w.PauseUntil(clk.Now().Add(2 * time.Second))
 	w.PauseUntil(clk.Now().Add(time.Second)) // a shorter pause does not shorten it
-	got := make(chan func(), 3)
+	var got []<-chan func()
 	for i := 0; i < 3; i++ {
-		go func() {
-			d, err := w.Acquire(context.Background())
-			if err == nil {
-				got <- d
-			}
-		}()
+		got = append(got, acquireAsync(t, w))
 	}
 	clk.Advance(1999 * time.Millisecond)
-	if waitBriefly(got) != nil {
-		t.Fatal("a call started inside the pause")
+	for _, ch := range got {
+		if len(ch) != 0 {
+			t.Fatal("a call started inside the pause")
+		}
+	}
+	if n := w.Waiting(); n != 3 {
+		t.Fatalf("%d calls wait inside the pause, want 3", n)
 	}
 	clk.Advance(time.Millisecond)
-	for i := 0; i < 3; i++ {
-		d := waitBriefly(got)
-		if d == nil {
-			t.Fatalf("call %d did not start when the pause ended", i)
-		}
-		d()
+	if n := w.Waiting(); n != 0 {
+		t.Fatalf("%d calls did not start when the pause ended", n)
+	}
+	for i, ch := range got {
+		receive(t, fmt.Sprintf("call %d to start when the pause ended", i), ch)()
 	}
 	if !w.PausedUntil().IsZero() {
 		t.Errorf("PausedUntil = %v after the pause", w.PausedUntil())
@@ -271,11 +308,9 @@ func TestCancelledWaiterGivesUpItsPlace(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { _, err := w.Acquire(ctx); errc <- err }()
-	for w.Waiting() != 1 {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, "the waiter to queue", func() bool { return w.Waiting() == 1 })
 	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
+	if err := receive(t, "the cancelled Acquire to return", errc); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	if w.Waiting() != 0 {
@@ -300,23 +335,20 @@ func TestWaitersAreServedInOrder(t *testing.T) {
 		go func() {
 			d, err := w.Acquire(context.Background())
 			if err == nil {
-				order <- i
+				// The call ends before it is reported: the test advances
+				// the clock only once it has, so that each call ends at
+				// the instant it was granted and the next waiter is due
+				// exactly one window later.
 				d()
+				order <- i
 			}
 		}()
-		for w.Waiting() != i+1 {
-			time.Sleep(time.Millisecond)
-		}
+		waitFor(t, fmt.Sprintf("waiter %d to queue", i), func() bool { return w.Waiting() == i+1 })
 	}
 	for i := 0; i < 5; i++ {
 		clk.Advance(time.Second)
-		select {
-		case got := <-order:
-			if got != i {
-				t.Fatalf("waiter %d served at turn %d", got, i)
-			}
-		case <-time.After(2 * time.Second):
-			t.Fatalf("no waiter served at turn %d", i)
+		if got := receive(t, fmt.Sprintf("a waiter served at turn %d", i), order); got != i {
+			t.Fatalf("waiter %d served at turn %d", got, i)
 		}
 	}
 }
@@ -327,11 +359,9 @@ func TestClose(t *testing.T) {
 	d()
 	errc := make(chan error, 1)
 	go func() { _, err := w.Acquire(context.Background()); errc <- err }()
-	for w.Waiting() != 1 {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, "the waiter to queue", func() bool { return w.Waiting() == 1 })
 	w.Close()
-	if err := <-errc; !errors.Is(err, ErrClosed) {
+	if err := receive(t, "the waiter to be woken", errc); !errors.Is(err, ErrClosed) {
 		t.Fatalf("err = %v, want ErrClosed", err)
 	}
 	if _, err := w.Acquire(context.Background()); !errors.Is(err, ErrClosed) {

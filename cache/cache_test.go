@@ -92,9 +92,11 @@ func (e *env) wantCalls(t *testing.T, n int) {
 	}
 }
 
+// waitFor polls cond until it holds. The deadline only guards against a
+// hang: a loaded machine must not trip it.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -102,6 +104,31 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// expiring is a context whose deadline passes when the test calls expire,
+// not after some time: a caller's deadline the test can place exactly.
+type expiring struct {
+	context.Context
+	done chan struct{}
+	once sync.Once
+}
+
+func newExpiring() *expiring {
+	return &expiring{Context: context.Background(), done: make(chan struct{})}
+}
+
+func (c *expiring) Done() <-chan struct{} { return c.done }
+
+func (c *expiring) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+func (c *expiring) expire() { c.once.Do(func() { close(c.done) }) }
 
 func TestHit(t *testing.T) {
 	t.Parallel()
@@ -329,15 +356,20 @@ func TestAbandonedBeforeTheCall(t *testing.T) {
 		}
 		return userFor(id), nil
 	})
+	// Every caller joins before any deadline passes: a caller that left
+	// before the next one joined would leave that one a flight of its own.
 	var wg sync.WaitGroup
-	for range 3 {
+	ctxs := []*expiring{newExpiring(), newExpiring(), newExpiring()}
+	for _, ctx := range ctxs {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-			defer cancel()
 			if _, err := e.cache.Lookup(ctx, "waits"); !errors.Is(err, defender.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("got %v, want ErrUnavailable and DeadlineExceeded", err)
 			}
 		})
+	}
+	waitFor(t, "every lookup to join the flight", func() bool { return e.lookups(t, "coalesced") == len(ctxs)-1 })
+	for _, ctx := range ctxs {
+		ctx.expire()
 	}
 	wg.Wait()
 	waitFor(t, "the flight to be given up", func() bool { return e.cache.InFlight() == 0 })

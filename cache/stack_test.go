@@ -3,6 +3,7 @@ package cache_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,21 +101,47 @@ func TestStackFlights(t *testing.T) {
 
 	t.Run("left after the call was sent", func(t *testing.T) {
 		t.Parallel()
-		s, err := simulator.New(simulator.Options{})
+		// The call for alertC is held at the simulator until the caller has
+		// left, whatever the time either takes.
+		arrived, release := make(chan struct{}), make(chan struct{})
+		var arrivedOnce, releaseOnce sync.Once
+		s, err := simulator.New(simulator.Options{Users: func(id string) (map[string]any, bool) {
+			if id == alertC {
+				arrivedOnce.Do(func() { close(arrived) })
+				<-release
+			}
+			return simulator.SyntheticUser(id), true
+		}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(s.Close)
+		t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // before Close, which waits for Users
 		c := newStack(t, s, "100/1s")
 		if _, err := c.Lookup(context.Background(), alertB); err != nil { // a token
 			t.Fatal(err)
 		}
-		s.SetLatency(300 * time.Millisecond)
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		if _, err := c.Lookup(ctx, alertC); !errors.Is(err, defender.ErrUnavailable) {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Lookup(ctx, alertC)
+			errc <- err
+		}()
+		waitFor(t, "the call to reach the API", func() bool {
+			select {
+			case <-arrived:
+				return true
+			default:
+				return false
+			}
+		})
+		cancel()
+		waitFor(t, "the caller to leave", func() bool { return len(errc) == 1 })
+		if err := <-errc; !errors.Is(err, defender.ErrUnavailable) {
 			t.Fatalf("got %v, want ErrUnavailable", err)
 		}
+		releaseOnce.Do(func() { close(release) })
 		waitFor(t, "the call to end", func() bool { return c.InFlight() == 0 })
 		u, err, ok := c.Cached(alertC)
 		if !ok || err != nil || u.ID != simulator.SyntheticUser(alertC)["id"] {

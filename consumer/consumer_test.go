@@ -21,6 +21,10 @@ import (
 
 const testTopic = "defender.alerts"
 
+// hangGuard bounds the waits of these tests: long enough that only a hang,
+// not a loaded machine, reaches it.
+const hangGuard = 60 * time.Second
+
 // testWriter passes log lines to the test's output until the test ends;
 // kafka-go goroutines may still log after that, and writing to a finished
 // test's output fails it.
@@ -81,7 +85,7 @@ func produce(t testing.TB, cl *kgo.Client, partitions int32, from, perPartition 
 			recs = append(recs, &kgo.Record{Topic: testTopic, Partition: p, Value: fmt.Appendf(nil, "%d/%d", p, i)})
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		t.Fatalf("produce: %v", err)
@@ -105,7 +109,7 @@ func committedOffsets(t testing.TB, addrs []string, group string, partitions int
 		rt.Partitions = append(rt.Partitions, p)
 	}
 	req.Topics = append(req.Topics, rt)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
@@ -145,7 +149,7 @@ func newConsumer(t testing.TB, addrs []string, group string, mod func(*Config)) 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 		defer cancel()
 		_ = c.Close(ctx)
 	})
@@ -154,7 +158,7 @@ func newConsumer(t testing.TB, addrs []string, group string, mod func(*Config)) 
 
 func fetchN(t testing.TB, c *Consumer, n int) []*Message {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	out := make([]*Message, 0, n)
 	for len(out) < n {
@@ -169,7 +173,7 @@ func fetchN(t testing.TB, c *Consumer, n int) []*Message {
 
 func closeConsumer(t testing.TB, c *Consumer) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	if err := c.Close(ctx); err != nil {
 		t.Fatalf("close: %v", err)
@@ -340,7 +344,10 @@ func TestNoAcknowledgementCommitsNothing(t *testing.T) {
 	runDone := make(chan error, 1)
 	go func() { runDone <- c.Run(ctx) }()
 	fetchN(t, c, partitions*perPartition)
-	time.Sleep(200 * time.Millisecond) // a few commit intervals
+	// A few commit intervals. Nothing is done, so no wait can make the
+	// checks below fail falsely; the pause only gives a wrong commit the
+	// time to happen.
+	time.Sleep(200 * time.Millisecond)
 	cancel()
 	if err := <-runDone; err != nil {
 		t.Errorf("run: %v", err)
@@ -393,9 +400,10 @@ func startMember(t *testing.T, c *Consumer, ack func(m *Message)) *member {
 	return mb
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+// waitFor polls cond until it holds or hangGuard has passed.
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(hangGuard)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -443,11 +451,11 @@ func TestTwoMembersNoLoss(t *testing.T) {
 	})
 
 	a := startMember(t, newConsumer(t, addrs, "g", nil), ack)
-	waitFor(t, "first member to acknowledge", 20*time.Second, func() bool { return a.acked.Load() >= 100 })
+	waitFor(t, "first member to acknowledge", func() bool { return a.acked.Load() >= 100 })
 	b := startMember(t, newConsumer(t, addrs, "g", nil), ack)
 	// Both in the second generation: the second member has partitions,
 	// though what it reads depends on what the first had committed.
-	waitFor(t, "second generation", 20*time.Second, func() bool {
+	waitFor(t, "second generation", func() bool {
 		return b.c.Stats().Rebalances >= 1 && a.c.Stats().Rebalances >= 2
 	})
 
@@ -459,10 +467,10 @@ func TestTwoMembersNoLoss(t *testing.T) {
 	sa := a.c.Stats()
 	t.Logf("first member closed: %d acknowledged, stats %+v", a.acked.Load(), sa)
 
-	waitFor(t, "every record acknowledged", 30*time.Second, func() bool { return distinct() == total })
+	waitFor(t, "every record acknowledged", func() bool { return distinct() == total })
 	pwg.Wait()
 	a.wg.Wait()
-	waitFor(t, "second member to finish", 10*time.Second, func() bool { return b.c.Stats().InFlight == 0 })
+	waitFor(t, "second member to finish", func() bool { return b.c.Stats().InFlight == 0 })
 	b.cancel()
 	closeConsumer(t, b.c)
 	b.wg.Wait()

@@ -17,6 +17,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
+	"github.com/defender-enricher/defender-enricher/clock"
 	"github.com/defender-enricher/defender-enricher/defender"
 	"github.com/defender-enricher/defender-enricher/simulator"
 )
@@ -307,9 +308,11 @@ func TestClientAnswers(t *testing.T) {
 			},
 		},
 		{
-			name:   "a call slower than AttemptTimeout is a TransportError",
-			setup:  func(t *testing.T, s *simulator.Server, _ *defender.Client) { s.SetLatency(5 * time.Second) },
-			mod:    func(o *defender.Options) { o.AttemptTimeout = 500 * time.Millisecond; o.MaxAttempts = 2 },
+			name: "a call slower than AttemptTimeout is a TransportError",
+			// AttemptTimeout also bounds the token request, which a loaded
+			// machine must get done in time; Close cuts the hour short.
+			setup:  func(t *testing.T, s *simulator.Server, _ *defender.Client) { s.SetLatency(time.Hour) },
+			mod:    func(o *defender.Options) { o.AttemptTimeout = 3 * time.Second; o.MaxAttempts = 2 },
 			calls:  []int{200, 200}, // decided at arrival, never delivered
 			tokens: 1,
 			check: func(t *testing.T, r result) {
@@ -464,11 +467,20 @@ func TestClientRetryAfterPausesEveryCall(t *testing.T) {
 	for _, tt := range []struct {
 		name       string
 		retryAfter func() string
-		minPause   time.Duration
+		// notBefore is when the pause ends at the earliest, given the
+		// header and the arrival of the call that got the 429.
+		notBefore func(header string, throttled time.Time) time.Time
 	}{
-		{"seconds", func() string { return "2" }, 2 * time.Second},
-		// An HTTP date has whole seconds: 3s ahead is 2 to 3 s ahead.
-		{"HTTP date", func() string { return time.Now().Add(3 * time.Second).UTC().Format(http.TimeFormat) }, 1900 * time.Millisecond},
+		{"seconds", func() string { return "2" }, func(_ string, at time.Time) time.Time { return at.Add(2 * time.Second) }},
+		// An HTTP date has whole seconds: 3s ahead is 2 to 3 s ahead, and
+		// the pause lasts until that date, however long the 429 took.
+		{"HTTP date", func() string { return time.Now().Add(3 * time.Second).UTC().Format(http.TimeFormat) }, func(h string, _ time.Time) time.Time {
+			d, err := http.ParseTime(h)
+			if err != nil {
+				panic(err)
+			}
+			return d
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -481,7 +493,8 @@ func TestClientRetryAfterPausesEveryCall(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.ResetLog()
-			s.ThrottleNext(1, tt.retryAfter())
+			header := tt.retryAfter()
+			s.ThrottleNext(1, header)
 
 			var wg sync.WaitGroup
 			errs := make(chan error, 2)
@@ -509,8 +522,8 @@ func TestClientRetryAfterPausesEveryCall(t *testing.T) {
 				if call.Status != 200 {
 					t.Errorf("call for %s answered %d", call.AlertID, call.Status)
 				}
-				if gap := call.Time.Sub(calls[0].Time); gap < tt.minPause {
-					t.Errorf("call for %s arrived %v after the 429, want at least %v", call.AlertID, gap, tt.minPause)
+				if want := tt.notBefore(header, calls[0].Time); call.Time.Before(want) {
+					t.Errorf("call for %s arrived %v after the 429, %v before the pause ended", call.AlertID, call.Time.Sub(calls[0].Time), want.Sub(call.Time))
 				}
 			}
 		})
@@ -653,7 +666,7 @@ func TestClientStopsRetryingWhenCancelled(t *testing.T) {
 	if c := defender.Classify(err); c != defender.Transient {
 		t.Errorf("a lookup its caller gave up on is %v, want transient", c)
 	}
-	if d := time.Since(start); d > 5*time.Second {
+	if d := time.Since(start); d > 30*time.Second { // the backoff is an hour
 		t.Errorf("took %v to give up", d)
 	}
 	if n := s.CallCount(); n != 1 {
@@ -668,11 +681,18 @@ func TestClientGivesUpWaitingForTheBudget(t *testing.T) {
 	t.Parallel()
 	s := newSimulator(t)
 	o := testOptions(t, s)
-	o.Budget = newWindow(t, "1/1h")
+	w := newWindow(t, "1/1h")
+	o.Budget = w
 	c := newClient(t, o)
 	s.SetOutage(502)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
+	// The caller's deadline passes once the retry waits for the budget.
+	ctx := newExpiring(t)
+	go func() {
+		for w.Waiting() == 0 && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		ctx.expire()
+	}()
 	_, err := c.User(ctx, alertA)
 	if !errors.Is(err, defender.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("got %v, want ErrUnavailable and DeadlineExceeded", err)
@@ -732,10 +752,13 @@ func TestClientRefetchesATokenThatExpiredWhileWaiting(t *testing.T) {
 		mu.Unlock()
 		w.Write([]byte(`{"id":"contoso\\user1"}`))
 	})
-	// Good for the call when taken, but not after the wait.
-	o.Credential = &expiringCredential{lifetime: 500 * time.Millisecond}
-	o.AttemptTimeout = 300 * time.Millisecond
-	o.Budget = &slowBudget{wait: 300 * time.Millisecond}
+	// Good for the call when taken, but not after the wait. The wait is on
+	// a manual clock, so AttemptTimeout can leave the call plenty of time.
+	clk := clock.NewManual(time.Unix(1_700_000_000, 0))
+	o.Clock = clk
+	o.Credential = &expiringCredential{clock: clk, lifetime: 45 * time.Second}
+	o.AttemptTimeout = 30 * time.Second
+	o.Budget = &slowBudget{clock: clk, wait: 30 * time.Second}
 	if _, err := newClient(t, o).User(context.Background(), alertA); err != nil {
 		t.Fatal(err)
 	}
@@ -746,6 +769,7 @@ func TestClientRefetchesATokenThatExpiredWhileWaiting(t *testing.T) {
 
 // expiringCredential hands out numbered tokens that expire after lifetime.
 type expiringCredential struct {
+	clock    clock.Clock
 	lifetime time.Duration
 	mu       sync.Mutex
 	n        int
@@ -755,19 +779,22 @@ func (c *expiringCredential) GetToken(ctx context.Context, _ policy.TokenRequest
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.n++
-	return azcore.AccessToken{Token: fmt.Sprintf("token-%d", c.n), ExpiresOn: time.Now().Add(c.lifetime)}, nil
+	return azcore.AccessToken{Token: fmt.Sprintf("token-%d", c.n), ExpiresOn: c.clock.Now().Add(c.lifetime)}, nil
 }
 
-// slowBudget grants every call after wait.
-type slowBudget struct{ wait time.Duration }
+// slowBudget grants every call after wait, which it lets pass on a manual
+// clock.
+type slowBudget struct {
+	clock *clock.Manual
+	wait  time.Duration
+}
 
 func (b *slowBudget) Acquire(ctx context.Context) (func(), error) {
-	select {
-	case <-time.After(b.wait):
-		return func() {}, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
+	b.clock.Advance(b.wait)
+	return func() {}, nil
 }
 
 func (b *slowBudget) PauseUntil(time.Time) {}

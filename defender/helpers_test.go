@@ -210,7 +210,7 @@ func statuses(calls []simulator.Call) []int {
 // waitFor polls cond until it holds or a generous deadline passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -236,3 +236,32 @@ func asTransportError(t testing.TB, err error) *defender.TransportError {
 	}
 	return te
 }
+
+// expiring is a context whose deadline passes when the test calls expire,
+// not after some time: a caller's deadline the test can place exactly.
+type expiring struct {
+	context.Context
+	done chan struct{}
+	once sync.Once
+}
+
+// newExpiring returns an expiring context that expires when the test ends
+// at the latest.
+func newExpiring(t testing.TB) *expiring {
+	c := &expiring{Context: context.Background(), done: make(chan struct{})}
+	t.Cleanup(c.expire)
+	return c
+}
+
+func (c *expiring) Done() <-chan struct{} { return c.done }
+
+func (c *expiring) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+func (c *expiring) expire() { c.once.Do(func() { close(c.done) }) }

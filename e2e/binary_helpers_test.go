@@ -178,8 +178,8 @@ func (p *proc) Kill() {
 	}
 	select {
 	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.t.Fatal("binary survived SIGKILL for 10s")
+	case <-time.After(60 * time.Second): // only a hang: the kernel does not wait
+		p.t.Fatal("binary survived SIGKILL for 60s")
 	}
 }
 

@@ -29,7 +29,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		tl.waitCovered(30*time.Second, inputs)
 		// The output is read once acknowledged; the counters follow the
 		// acknowledgement on the producer's goroutine.
-		waitUntil(t, 10*time.Second, "the pipeline's counts", func() bool { return a.Stats().Total() == int64(len(inputs)) })
+		waitUntil(t, 60*time.Second, "the pipeline's counts", func() bool { return a.Stats().Total() == int64(len(inputs)) })
 
 		code, body := httpGet(t, base+"/metrics")
 		if code != http.StatusOK {

@@ -28,7 +28,9 @@ func TestDefenderOutage(t *testing.T) {
 
 func testOutage(t *testing.T, c *kafkatest.Cluster, maxWait time.Duration) {
 	const (
-		breakerTimeout = 5 * time.Second
+		// Long enough that the breaker is still open when the alerts
+		// produced after it opened have come out, on a loaded machine.
+		breakerTimeout = 10 * time.Second
 		// Fetch wait, scheduling and the output's acknowledgement on top
 		// of the wait itself; generous for a loaded machine.
 		margin = 2 * time.Second
@@ -63,7 +65,7 @@ func testOutage(t *testing.T, c *kafkatest.Cluster, maxWait time.Duration) {
 	// The breaker opens: the dead API is not called for every alert. A
 	// lookup given up by its caller counts once its retries have unwound,
 	// which can be just after the event was published.
-	waitUntil(t, 10*time.Second, "the breaker to open during the outage", func() bool {
+	waitUntil(t, 60*time.Second, "the breaker to open during the outage", func() bool {
 		return metricValue(t, a.Registry(), "enricher_breaker_transitions_total", map[string]string{"to": "open"}) >= 1
 	})
 	// While it is open, alerts pass through at once, without a call.

@@ -170,8 +170,10 @@ func TestReadNWaitsForTopic(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			got = c.ReadN(rec, topic, 1, 20*time.Second)
+			got = c.ReadN(rec, topic, 1, 60*time.Second)
 		}()
+		// Let ReadN start on the missing topic first. A ReadN that starts
+		// later still passes, so no wait can make this fail falsely.
 		time.Sleep(1500 * time.Millisecond)
 		c.Produce(t, topic, kafkatest.Record{Value: []byte("late"), Partition: kafkatest.ByKey})
 		<-done

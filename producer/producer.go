@@ -11,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
 )
 
 // Acker is told once its record is acknowledged by all in-sync replicas.
@@ -150,7 +152,7 @@ func New(cfg Config) (*Producer, error) {
 	}
 	p.w = &kafka.Writer{
 		Addr:      kafka.TCP(cfg.Brokers...),
-		Transport: transport,
+		Transport: noLeaderIsTemporary{transport},
 		// Every in-sync replica, or the at-least-once promise means nothing:
 		// a struct-literal Writer defaults to RequireNone.
 		RequiredAcks: kafka.RequireAll,
@@ -180,6 +182,26 @@ func New(cfg Config) (*Producer, error) {
 	go p.loop()
 	return p, nil
 }
+
+// noLeaderIsTemporary has the writer retry a partition that has no leader
+// for the moment, as it is just after a broker restart: kafka-go v0.4.51
+// gives up on it at once, which would stop the connector although the
+// partition is back a moment later.
+type noLeaderIsTemporary struct{ kafka.RoundTripper }
+
+func (t noLeaderIsTemporary) RoundTrip(ctx context.Context, addr net.Addr, req kafka.Request) (kafka.Response, error) {
+	r, err := t.RoundTripper.RoundTrip(ctx, addr, req)
+	if err != nil && errors.Is(err, protocol.ErrNoLeader) {
+		err = temporaryError{err}
+	}
+	return r, err
+}
+
+type temporaryError struct{ error }
+
+func (temporaryError) Temporary() bool { return true }
+
+func (e temporaryError) Unwrap() error { return e.error }
 
 // Send queues r. It does not block on the network. A record larger than
 // MaxMessageBytes is not queued: it fails the producer with an error that

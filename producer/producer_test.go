@@ -2,7 +2,9 @@ package producer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/defender-enricher/defender-enricher/kafkatest"
 )
@@ -143,4 +146,33 @@ func TestCloseFlushes(t *testing.T) {
 	if err := <-p.Err(); err == nil {
 		t.Fatal("send after close did not fail the producer")
 	}
+}
+
+// TestNoLeaderIsRetried: a partition without a leader for the moment, as
+// just after a broker restart, is retried by the writer, not given up on.
+func TestNoLeaderIsRetried(t *testing.T) {
+	err := fmt.Errorf("kafka.(*Client).Produce: %w", &produceError{protocol.NewErrNoLeader("out", 1)})
+	_, got := noLeaderIsTemporary{failingTransport{err}}.RoundTrip(context.Background(), nil, nil)
+	var temp interface{ Temporary() bool }
+	if !errors.As(got, &temp) || !temp.Temporary() {
+		t.Errorf("%v is not temporary for the writer", got)
+	}
+	if !errors.Is(got, protocol.ErrNoLeader) || got.Error() != err.Error() {
+		t.Errorf("got %v, want %v unchanged", got, err)
+	}
+	other := errors.New("something else")
+	if _, got := (noLeaderIsTemporary{failingTransport{other}}).RoundTrip(context.Background(), nil, nil); got != other {
+		t.Errorf("got %v, want %v as it was", got, other)
+	}
+}
+
+type produceError struct{ err error }
+
+func (e *produceError) Error() string { return "fetch request error: " + e.err.Error() }
+func (e *produceError) Unwrap() error { return e.err }
+
+type failingTransport struct{ err error }
+
+func (f failingTransport) RoundTrip(context.Context, net.Addr, kafka.Request) (kafka.Response, error) {
+	return nil, f.err
 }

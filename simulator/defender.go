@@ -59,7 +59,11 @@ func (s *Server) serveDefender(w http.ResponseWriter, r *http.Request) {
 		s.finish(ref, a.status)
 	}
 	if !s.sleep(r.Context(), a.latency) {
-		return
+		// Cut short: the client went away or Close began. Returning would
+		// have net/http send an empty 200, which a client still reading
+		// (its Close of the connection under way) takes for an answer;
+		// aborting closes the connection with no answer at all.
+		panic(http.ErrAbortHandler)
 	}
 	if a.reset {
 		s.logf("simulator: defender %s %s: connection reset", r.Method, r.URL.Path)

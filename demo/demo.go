@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -34,11 +36,12 @@ type Options struct {
 	Rate   int       // input messages per second; default 100
 	Out    io.Writer // the event stream and the summary
 	Log    io.Writer // the connector's own logs; nil discards them
-	Seed   uint64    // generator seed; 0 means a fixed default
+	Seed   uint64    // seed of the generator and the user pool; 0 means a fixed default
 	JSON   bool      // print each output record as it is on the topic
 }
 
 const (
+	defaultSeed = 20261127
 	inputTopic  = "defender.alerts"
 	outputTopic = "defender.alerts.enriched"
 	dlqTopic    = "defender.alerts.dlq"
@@ -59,7 +62,7 @@ func Run(ctx context.Context, o Options) error {
 		o.Log = io.Discard
 	}
 	if o.Seed == 0 {
-		o.Seed = 20261127
+		o.Seed = defaultSeed
 	}
 	out := o.Out
 
@@ -69,15 +72,15 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer cluster.Close()
 
-	gen := newGenerator(o.Seed)
-	sim, err := simulator.New(simulator.Options{Latency: 40 * time.Millisecond})
+	// One pool for the simulator and the generator: the user an alert
+	// names is the user Defender answers for it.
+	pool := simulator.NewUserPool(poolSize, o.Seed)
+	gen := newGenerator(o.Seed, pool)
+	sim, err := newSimulator(pool)
 	if err != nil {
-		return fmt.Errorf("starting the simulator: %w", err)
+		return err
 	}
 	defer sim.Close()
-	for _, id := range gen.unknown {
-		sim.SetNotFound(id)
-	}
 
 	cfg := config.Default()
 	cfg.KafkaBrokers = cluster.ListenAddrs()
@@ -135,7 +138,8 @@ func Run(ctx context.Context, o Options) error {
 
 	start := time.Now()
 	var printed atomic.Int64
-	readErr := watch(runCtx, cfg.KafkaBrokers, out, o.Events, o.JSON, &printed)
+	seen := newTally()
+	readErr := watch(runCtx, cfg.KafkaBrokers, out, o.Events, o.JSON, &printed, seen)
 	elapsed := time.Since(start)
 	stop()
 	<-genDone
@@ -146,29 +150,28 @@ func Run(ctx context.Context, o Options) error {
 		return readErr
 	}
 
-	st := connector.Stats()
-	looked := st.Enriched + st.NotFound
-	ratio := 0.0
-	if looked > 0 {
-		ratio = float64(st.FromCache) / float64(looked)
-	}
 	fmt.Fprintf(out, "\nsummary after %.1fs\n", elapsed.Seconds())
 	fmt.Fprintf(out, "  input messages   %d (%d malformed on purpose)\n", gen.sent.Load(), gen.malformed.Load())
-	fmt.Fprintf(out, "  events           %d\n", st.Total())
-	fmt.Fprintf(out, "  enriched         %d\n", st.Enriched)
-	fmt.Fprintf(out, "  not found        %d\n", st.NotFound)
-	fmt.Fprintf(out, "  unavailable      %d\n", st.Unavailable)
-	fmt.Fprintf(out, "  failed           %d\n", st.Failed)
-	fmt.Fprintf(out, "  skipped          %d (other Defender services)\n", st.Skipped)
-	fmt.Fprintf(out, "  dead letters     %d\n", st.DeadLetters)
+	seen.print(out)
 	fmt.Fprintf(out, "  API calls        %d (token requests %d)\n", sim.CallCount(), sim.TokenRequests())
-	fmt.Fprintf(out, "  cache hit ratio  %.0f%% of lookups answered without a call\n", 100*ratio)
-	fmt.Fprintf(out, "  events/s         %.1f\n", float64(st.Total())/elapsed.Seconds())
+	fmt.Fprintf(out, "  cache hit ratio  %.0f%% of lookups answered without a call\n", 100*seen.withoutCall())
+	fmt.Fprintf(out, "  events/s         %.1f\n", float64(seen.events)/elapsed.Seconds())
 	return nil
 }
 
-// watch prints what the connector publishes until n records were seen.
-func watch(ctx context.Context, brokers []string, out io.Writer, n int, raw bool, seen *atomic.Int64) error {
+// newSimulator starts the Entra ID and Defender simulator of the demo,
+// answering the pool's users.
+func newSimulator(pool *simulator.UserPool) (*simulator.Server, error) {
+	sim, err := simulator.New(simulator.Options{Latency: 40 * time.Millisecond, Users: pool.Users()})
+	if err != nil {
+		return nil, fmt.Errorf("starting the simulator: %w", err)
+	}
+	return sim, nil
+}
+
+// watch prints what the connector publishes until n records were seen, and
+// counts them in t.
+func watch(ctx context.Context, brokers []string, out io.Writer, n int, raw bool, seen *atomic.Int64, t *tally) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(outputTopic, dlqTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
@@ -185,6 +188,7 @@ func watch(ctx context.Context, brokers []string, out io.Writer, n int, raw bool
 				return
 			}
 			seen.Add(1)
+			t.add(r)
 			if raw && r.Topic == outputTopic {
 				fmt.Fprintln(out, string(r.Value))
 				return
@@ -195,7 +199,44 @@ func watch(ctx context.Context, brokers []string, out io.Writer, n int, raw bool
 	return nil
 }
 
-// describe renders one output or dead-letter record as a line.
+// output is what the demo reads of an output record.
+type output struct {
+	AlertID string `json:"alertId"`
+	Alert   struct {
+		Title      string `json:"title"`
+		Severity   string `json:"severity"`
+		Properties struct {
+			Title         string `json:"Title"`
+			Severity      string `json:"Severity"`
+			ServiceSource string `json:"ServiceSource"`
+		} `json:"properties"`
+	} `json:"alert"`
+	User *struct {
+		ID string `json:"id"`
+	} `json:"user"`
+	Enrichment struct {
+		Status string `json:"status"`
+		Source string `json:"source"`
+		Error  string `json:"error"`
+	} `json:"enrichment"`
+}
+
+// isUpdate reports whether an output record is an update: an event
+// published again, enriched after it went out unavailable. Any value but
+// null or false at the top-level "update" marks one.
+func isUpdate(value []byte) bool {
+	var v struct {
+		Update json.RawMessage `json:"update"`
+	}
+	if json.Unmarshal(value, &v) != nil {
+		return false
+	}
+	s := string(v.Update)
+	return s != "" && s != "null" && s != "false"
+}
+
+// describe renders one output or dead-letter record as a line. The user
+// column names the source of the answer unless it is "api", and an update.
 func describe(r *kgo.Record) string {
 	if r.Topic == dlqTopic {
 		var reason, msg string
@@ -209,30 +250,7 @@ func describe(r *kgo.Record) string {
 		}
 		return fmt.Sprintf("%-12s %-34s %s", "dead letter", reason, msg)
 	}
-	var v struct {
-		AlertID string `json:"alertId"`
-		Alert   struct {
-			Title      string `json:"title"`
-			Severity   string `json:"severity"`
-			Properties struct {
-				Title         string `json:"Title"`
-				Severity      string `json:"Severity"`
-				ServiceSource string `json:"ServiceSource"`
-			} `json:"properties"`
-		} `json:"alert"`
-		User *struct {
-			ID string `json:"id"`
-		} `json:"user"`
-		Enrichment struct {
-			Status string `json:"status"`
-			Source string `json:"source"`
-			Error  string `json:"error"`
-		} `json:"enrichment"`
-		Origin struct {
-			Partition int   `json:"partition"`
-			Offset    int64 `json:"offset"`
-		} `json:"origin"`
-	}
+	var v output
 	if err := json.Unmarshal(r.Value, &v); err != nil {
 		return "unreadable output: " + err.Error()
 	}
@@ -240,16 +258,119 @@ func describe(r *kgo.Record) string {
 	if title == "" {
 		title, severity = v.Alert.Properties.Title, v.Alert.Properties.Severity
 	}
+	var notes []string
+	if src := v.Enrichment.Source; src != "" && src != "api" {
+		notes = append(notes, src)
+	}
+	if isUpdate(r.Value) {
+		notes = append(notes, "update")
+	}
 	who := "-"
 	switch v.Enrichment.Status {
 	case "enriched":
-		who = fmt.Sprintf("%s (%s)", v.User.ID, v.Enrichment.Source)
+		if v.User != nil {
+			who = v.User.ID
+		}
 	case "skipped":
-		who = "(" + v.Alert.Properties.ServiceSource + ")"
+		notes = append(notes, v.Alert.Properties.ServiceSource)
+		who = ""
 	case "unavailable", "failed":
-		who = "(" + firstLine(v.Enrichment.Error, 40) + ")"
+		notes = append(notes, firstLine(v.Enrichment.Error, 40))
+		who = ""
 	}
-	return fmt.Sprintf("%-12s %-34s %-28s %-7s %s", v.Enrichment.Status, v.AlertID, who, severity, firstLine(title, 48))
+	if len(notes) > 0 {
+		who = strings.TrimSpace(who + " (" + strings.Join(notes, ", ") + ")")
+	}
+	return fmt.Sprintf("%-12s %-34s %-32s %-13s %s", v.Enrichment.Status, v.AlertID, who, severity, firstLine(title, 48))
+}
+
+// tally counts the records the demo saw, for the summary.
+type tally struct {
+	events      int
+	deadLetters int
+	updates     int
+	statuses    map[string]int            // output records by enrichment.status
+	sources     map[string]map[string]int // by status, then by enrichment.source when not ""
+}
+
+func newTally() *tally {
+	return &tally{statuses: map[string]int{}, sources: map[string]map[string]int{}}
+}
+
+func (t *tally) add(r *kgo.Record) {
+	t.events++
+	if r.Topic == dlqTopic {
+		t.deadLetters++
+		return
+	}
+	var v output
+	if err := json.Unmarshal(r.Value, &v); err != nil || v.Enrichment.Status == "" {
+		t.statuses["unreadable"]++
+		return
+	}
+	status := v.Enrichment.Status
+	t.statuses[status]++
+	if src := v.Enrichment.Source; src != "" {
+		if t.sources[status] == nil {
+			t.sources[status] = map[string]int{}
+		}
+		t.sources[status][src]++
+	}
+	if isUpdate(r.Value) {
+		t.updates++
+	}
+}
+
+// withoutCall is the share of lookups (events enriched or not found)
+// answered from a cache.
+func (t *tally) withoutCall() float64 {
+	looked, fromAPI := 0, 0
+	for _, status := range []string{"enriched", "not_found"} {
+		for src, n := range t.sources[status] {
+			looked += n
+			if src == "api" {
+				fromAPI += n
+			}
+		}
+	}
+	if looked == 0 {
+		return 0
+	}
+	return float64(looked-fromAPI) / float64(looked)
+}
+
+// print writes the counts by status, each with its counts by source, in
+// the summary's layout: a status the demo does not know is shown too.
+func (t *tally) print(out io.Writer) {
+	line := func(label string, n int, note string) {
+		if note != "" {
+			note = " (" + note + ")"
+		}
+		fmt.Fprintf(out, "  %-16s %d%s\n", label, n, note)
+	}
+	bySource := func(status string) string {
+		var parts []string
+		for _, src := range slices.Sorted(maps.Keys(t.sources[status])) {
+			parts = append(parts, fmt.Sprintf("%s %d", src, t.sources[status][src]))
+		}
+		return strings.Join(parts, ", ")
+	}
+	line("events", t.events, "")
+	known := []string{"enriched", "not_found", "unavailable", "failed", "skipped"}
+	for _, status := range known {
+		note := bySource(status)
+		if status == "skipped" {
+			note = "other Defender services"
+		}
+		line(strings.ReplaceAll(status, "_", " "), t.statuses[status], note)
+	}
+	for _, status := range slices.Sorted(maps.Keys(t.statuses)) {
+		if !slices.Contains(known, status) {
+			line(strings.ReplaceAll(status, "_", " "), t.statuses[status], bySource(status))
+		}
+	}
+	line("dead letters", t.deadLetters, "")
+	line("updates", t.updates, "published again once enriched, counted in their status too")
 }
 
 func firstLine(s string, n int) string {

@@ -68,7 +68,9 @@ type Options struct {
 	Latency time.Duration
 
 	// Users supplies the user related to an alert; ok false makes
-	// Defender answer 404. Nil means SyntheticUser for every alert id.
+	// Defender answer 404. Nil means SyntheticUser for every alert id, a
+	// user of its own for almost every alert; UserPool.Users gives many
+	// alerts one user instead, as a real tenant does.
 	// SetUser and SetNotFound take precedence over it. Users is called
 	// from many goroutines at once and must not modify the map it returns
 	// afterwards.

@@ -2,7 +2,7 @@
 // one place where start-up order and the reverse teardown order are visible.
 //
 // Start-up: metrics registry and HTTP endpoints; the Defender lookup stack
-// (credential, call budget, client, circuit breaker, cache); the producer;
+// (credential, call budget, circuit breaker, client, cache); the producer;
 // the consumer; the pipeline. Teardown, bounded by ShutdownTimeout: stop
 // fetching and drain the pipeline; flush the producer; commit and leave the
 // group; close the budget; stop the HTTP server.
@@ -112,20 +112,22 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	if a.budget, err = budget.New(cfg.DefenderRateLimits, nil); err != nil {
 		return nil, err
 	}
+	// The breaker is asked before every call, retries included; its open
+	// time starts at a second and doubles up to BreakerTimeout.
+	if a.breaker, err = breaker.New(breaker.Options{
+		Failures: uint32(cfg.BreakerFailures), Timeout: cfg.BreakerTimeout, Logger: log, Registerer: reg,
+	}); err != nil {
+		return nil, err
+	}
 	client, err := defender.New(defender.Options{
-		Endpoint: ep, Credential: cred, Budget: a.budget, HTTPClient: deps.HTTPClient,
+		Endpoint: ep, Credential: cred, Budget: a.budget, Breaker: a.breaker, HTTPClient: deps.HTTPClient,
 		AttemptTimeout: cfg.DefenderTimeout, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if a.breaker, err = breaker.New(client, breaker.Options{
-		Failures: uint32(cfg.BreakerFailures), Timeout: cfg.BreakerTimeout, Logger: log, Registerer: reg,
-	}); err != nil {
-		return nil, err
-	}
 	a.store = cache.NewLRU(cfg.CacheSize, max(cfg.CacheTTL, cfg.NegativeCacheTTL))
-	if a.cache, err = cache.New(a.breaker, cache.Options{
+	if a.cache, err = cache.New(client, cache.Options{
 		Store: a.store, TTL: cfg.CacheTTL, NegativeTTL: cfg.NegativeCacheTTL, Registerer: reg,
 	}); err != nil {
 		return nil, err

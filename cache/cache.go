@@ -57,7 +57,8 @@ func (l *LRU) Add(alertID string, e Entry) { l.lru.Add(alertID, e) }
 // Len returns the number of entries.
 func (l *LRU) Len() int { return l.lru.Len() }
 
-// Lookup is what the cache sits in front of: the breaker-wrapped client.
+// Lookup is what the cache sits in front of: defender.Client, which asks
+// the circuit breaker before every call.
 type Lookup interface {
 	User(ctx context.Context, alertID string) (*defender.User, error)
 }

@@ -35,18 +35,18 @@ func newStack(t *testing.T, s *simulator.Server, limits string) *cache.Cache {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, err := breaker.New(breaker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	client, err := defender.New(defender.Options{
-		Endpoint: ep, Credential: cred, Budget: w, HTTPClient: s.Client(),
+		Endpoint: ep, Credential: cred, Budget: w, Breaker: b, HTTPClient: s.Client(),
 		BaseBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := breaker.New(client, breaker.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cache.New(b, cache.Options{Store: cache.NewLRU(1000, time.Hour)})
+	c, err := cache.New(client, cache.Options{Store: cache.NewLRU(1000, time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -169,7 +169,7 @@ func (c *Config) options() []option {
 		{"cache-ttl", "how long a found user is kept", durationValue{&c.CacheTTL}},
 		{"negative-cache-ttl", "how long a 404 answer is kept", durationValue{&c.NegativeCacheTTL}},
 		{"breaker-failures", "consecutive API failures that open the circuit breaker", intValue{&c.BreakerFailures}},
-		{"breaker-timeout", "how long the breaker stays open before a probe", durationValue{&c.BreakerTimeout}},
+		{"breaker-timeout", "longest the breaker stays open before a probe: the open time starts at 1s and doubles while probes fail, up to this", durationValue{&c.BreakerTimeout}},
 		{"on-unavailable", "passthrough: publish without the user when the API cannot answer in time; wait: hold until it can", enumValue[Policy]{&c.OnUnavailable, []Policy{Passthrough, Wait}}},
 		{"max-enrich-wait", "longest an event waits for its lookup (call budget, Retry-After pause, slow answer) before passthrough; an open breaker passes it through at once", durationValue{&c.MaxEnrichWait}},
 		{"shutdown-timeout", "on SIGTERM, the bound on draining (half of it), flushing and the last commit; events not done by then are consumed again", durationValue{&c.ShutdownTimeout}},

@@ -48,9 +48,9 @@ func (c Class) String() string {
 // Classify says what err, an error from Client.User or a lookup stack in
 // front of it, means: the one place that decides whether waiting can help.
 // The wait policy holds Transient lookups and publishes Permanent ones as
-// failed at once; the breaker counts only Transient failures of the API
-// itself. An error Classify does not know is Permanent, so that nothing is
-// held for ever on a guess.
+// failed at once; CallOutcome, what a call tells the breaker, follows it.
+// An error Classify does not know is Permanent, so that nothing is held
+// for ever on a guess.
 //
 // A token request is Transient when Entra ID gave no answer (connection
 // failure, timeout) or answered 429 or 5xx, and Permanent when Entra ID

@@ -47,7 +47,7 @@ func TestClassify(t *testing.T) {
 		{"unavailable", defender.ErrUnavailable, defender.Transient},
 		{"breaker open", fmt.Errorf("%w: circuit breaker open", defender.ErrUnavailable), defender.Transient},
 		{"budget wait ended", fmt.Errorf("%w: waiting for the call budget: %w", defender.ErrUnavailable, context.DeadlineExceeded), defender.Transient},
-		{"gave up retrying a 503", fmt.Errorf("%w: gave up retrying after %w: %w", defender.ErrUnavailable, api(503), context.Canceled), defender.Transient},
+		{"gave up retrying a 503", fmt.Errorf("%w: %w: gave up retrying after %s", defender.ErrUnavailable, context.Canceled, api(503)), defender.Transient},
 		{"cancelled", context.Canceled, defender.Transient},
 		{"call timed out", context.DeadlineExceeded, defender.Transient},
 		{"transport", &defender.TransportError{Attempts: 4, Err: io.ErrUnexpectedEOF}, defender.Transient},

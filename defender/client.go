@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +41,9 @@ type Options struct {
 	Endpoint   Endpoint
 	Credential azcore.TokenCredential
 	Budget     Budget
+	// Breaker is asked before every attempt and told every call's outcome;
+	// nil means none.
+	Breaker Breaker
 	// HTTPClient makes the calls; nil means NewHTTPClient(nil).
 	HTTPClient *http.Client
 
@@ -165,11 +167,13 @@ func NewHTTPClient(roots *tls.Config) *http.Client {
 // 5xx after MaxAttempts); *TransportError when no usable answer came (after
 // MaxAttempts, except for a certificate that does not verify and an answer
 // over MaxBodyBytes or unreadable, which no retry would change); *TokenError
-// when the credential failed; an error matching both ErrUnavailable and
-// ctx's error when ctx ended before a call, while waiting for the budget or
-// between retries, which also wraps what the last call got, if one was made
-// (so that the breaker can count a lookup of a failing API that its caller
-// stopped waiting for).
+// when the credential failed; an error matching ErrUnavailable when an
+// attempt met an open Breaker, which ends the lookup at once, with no call
+// and no token request, or the Breaker opened while the attempt waited for
+// its token or the budget, and, matching ctx's error too, when ctx ended
+// before a call, while waiting for the budget or between retries. An
+// ErrUnavailable error after calls were made says in its text what the
+// last of them got; it wraps no *APIError.
 //
 // Cancelling ctx stops waiting and stops retries, but never aborts a call
 // already sent: its budget is spent, and its answer is worth keeping.
@@ -181,13 +185,13 @@ func (c *Client) User(ctx context.Context, alertID string) (*User, error) {
 	// not be able to put a path into the URL.
 	target := c.base + url.PathEscape(alertID) + "/user"
 	var tm tokenMode
-	var last error // what the previous attempt got
+	var last error // what the previous attempt's call got
 	for attempt := 1; ; attempt++ {
 		u, retry, wait, err := c.attempt(ctx, target, alertID, attempt, tm)
 		if last != nil && errors.Is(err, ErrUnavailable) {
-			// ctx ended before this attempt's call: the lookup ends with
-			// what the last call got, for the breaker to weigh.
-			return nil, fmt.Errorf("%w: gave up retrying after %w", err, withAttempts(last, attempt-1))
+			// No call this time (the breaker is open, or ctx ended while
+			// waiting for a token or the budget): the lookup ends here.
+			return nil, gaveUp(err, last, attempt-1)
 		}
 		if !retry || attempt >= c.opts.MaxAttempts {
 			if err != nil {
@@ -205,10 +209,17 @@ func (c *Client) User(ctx context.Context, alertID string) (*User, error) {
 		}
 		c.metrics.retries.Inc()
 		if serr := sleep(ctx, c.clock, wait); serr != nil {
-			return nil, fmt.Errorf("%w: gave up retrying after %w: %w", ErrUnavailable, withAttempts(err, attempt), serr)
+			return nil, gaveUp(fmt.Errorf("%w: %w", ErrUnavailable, serr), err, attempt)
 		}
 		last = err
 	}
+}
+
+// gaveUp is err, an ErrUnavailable that ended a lookup before its next
+// call, with the short account of what the last of its calls got, for the
+// operator: as text, since no caller needs more of it.
+func gaveUp(err, last error, calls int) error {
+	return fmt.Errorf("%w: gave up retrying after %s", err, ErrorText(withAttempts(last, calls)))
 }
 
 // tokenMode is where a lookup stands with fresh tokens.
@@ -240,7 +251,23 @@ var errCutShort = errors.New("200 answer cut short")
 // attempt makes one call and decides, in this one place, whether and when
 // to retry. wait is the delay before the next attempt (a 429's pause is
 // applied to the budget instead, so it holds every caller).
+//
+// The breaker is asked first, before the token and the budget, so that an
+// open breaker costs neither; the token and the budget are waited for
+// under its context, which ends if it opens meanwhile; and it is told the
+// outcome as the attempt ends: every error of an attempt that made no call
+// is neutral to CallOutcome.
 func (c *Client) attempt(ctx context.Context, target, alertID string, attempt int, tm tokenMode) (u *User, retry bool, wait time.Duration, err error) {
+	waitCtx := ctx // what the attempt waits under until its call starts
+	if c.opts.Breaker != nil {
+		bctx, report, berr := c.opts.Breaker.Allow(ctx)
+		if berr != nil {
+			c.log.Debug("defender call not made: the circuit breaker refused it", "alert_id", alertID, "attempt", attempt, "reason", berr)
+			return nil, false, 0, fmt.Errorf("%w: %w", ErrUnavailable, berr)
+		}
+		defer func() { report(CallOutcome(err)) }()
+		waitCtx = bctx
+	}
 	tro := policy.TokenRequestOptions{Scopes: []string{c.opts.Endpoint.Scope}}
 	if tm == tokenFresh {
 		// Claims make azidentity and MSAL skip their token cache; an nbf
@@ -251,19 +278,23 @@ func (c *Client) attempt(ctx context.Context, target, alertID string, attempt in
 	// costs no call; ctx is checked once more after it, because a cached
 	// token comes back whatever the state of ctx.
 	tokenAt := c.clock.Now()
-	tok, err := c.token(ctx, tro)
+	tok, err := c.token(waitCtx, tro)
 	if err != nil {
 		return nil, false, 0, err
 	}
-	if ctx.Err() != nil {
-		return nil, false, 0, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	if waitCtx.Err() != nil {
+		return nil, false, 0, fmt.Errorf("%w: %w", ErrUnavailable, context.Cause(waitCtx))
 	}
 
 	waitStart := c.clock.Now()
-	done, err := c.opts.Budget.Acquire(ctx)
+	done, err := c.opts.Budget.Acquire(waitCtx)
 	granted := c.clock.Now()
 	c.metrics.budgetWait.Observe(granted.Sub(waitStart).Seconds())
 	if err != nil {
+		if waitCtx.Err() != nil {
+			// The caller's deadline or cancellation, or the breaker opened.
+			err = context.Cause(waitCtx)
+		}
 		return nil, false, 0, fmt.Errorf("%w: waiting for the call budget: %w", ErrUnavailable, err)
 	}
 	// A token good for the call when taken but no longer after the wait for
@@ -341,7 +372,7 @@ func (c *Client) token(ctx context.Context, tro policy.TokenRequestOptions) (azc
 	tok, err := c.opts.Credential.GetToken(tokCtx, tro)
 	if err != nil {
 		if ctx.Err() != nil {
-			return tok, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+			return tok, fmt.Errorf("%w: %w", ErrUnavailable, context.Cause(ctx))
 		}
 		terr := newTokenError(err)
 		if Classify(terr) == Permanent {
@@ -361,14 +392,7 @@ func (c *Client) token(ctx context.Context, tro policy.TokenRequestOptions) (azc
 // verify, or an answer too large or unreadable, is the same on the next
 // attempt.
 func permanent(err error) bool {
-	var (
-		verify    *tls.CertificateVerificationError
-		authority x509.UnknownAuthorityError
-		hostname  x509.HostnameError
-		invalid   x509.CertificateInvalidError
-	)
-	return errors.Is(err, errBodyTooLarge) || errors.Is(err, errUnreadable) || errors.As(err, &verify) || errors.As(err, &authority) ||
-		errors.As(err, &hostname) || errors.As(err, &invalid)
+	return errors.Is(err, errBodyTooLarge) || errors.Is(err, errUnreadable) || certificateError(err)
 }
 
 // do makes one call. The body of a 200 over MaxBodyBytes is an error; that

@@ -660,9 +660,7 @@ func TestClientStopsRetryingWhenCancelled(t *testing.T) {
 	if !errors.Is(err, defender.ErrUnavailable) || !errors.Is(err, context.Canceled) {
 		t.Errorf("got %v, want ErrUnavailable and context.Canceled", err)
 	}
-	if api := asAPIError(t, err); api.StatusCode != 503 || api.Attempts != 1 {
-		t.Errorf("%v: want the 503 of the one call made", err)
-	}
+	wantGaveUpAfter(t, err, "answered 503 Service Unavailable")
 	if c := defender.Classify(err); c != defender.Transient {
 		t.Errorf("a lookup its caller gave up on is %v, want transient", c)
 	}
@@ -674,9 +672,22 @@ func TestClientStopsRetryingWhenCancelled(t *testing.T) {
 	}
 }
 
+// wantGaveUpAfter checks that err, a lookup given up before its next
+// call, says what the last call got, as text: it wraps no *APIError.
+func wantGaveUpAfter(t *testing.T, err error, answer string) {
+	t.Helper()
+	if want := "gave up retrying after defender: GET /api/alerts/{id}/user " + answer; !strings.Contains(err.Error(), want) {
+		t.Errorf("%q does not say %q", err, want)
+	}
+	var api *defender.APIError
+	if errors.As(err, &api) {
+		t.Errorf("%v wraps the last call's %d: an unavailable lookup is not an answer", err, api.StatusCode)
+	}
+}
+
 // TestClientGivesUpWaitingForTheBudget: a lookup whose caller stops
-// waiting for the budget of its retry ends with ErrUnavailable, the
-// caller's error and the last call's answer.
+// waiting for the budget of its retry ends with ErrUnavailable and the
+// caller's error, and says what the last call got.
 func TestClientGivesUpWaitingForTheBudget(t *testing.T) {
 	t.Parallel()
 	s := newSimulator(t)
@@ -697,9 +708,7 @@ func TestClientGivesUpWaitingForTheBudget(t *testing.T) {
 	if !errors.Is(err, defender.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("got %v, want ErrUnavailable and DeadlineExceeded", err)
 	}
-	if api := asAPIError(t, err); api.StatusCode != 502 || api.Attempts != 1 {
-		t.Errorf("%v: want the 502 of the one call made", err)
-	}
+	wantGaveUpAfter(t, err, "answered 502 Bad Gateway")
 	if n := s.CallCount(); n != 1 {
 		t.Errorf("%d calls, want 1", n)
 	}
@@ -815,10 +824,11 @@ func TestClientBodies(t *testing.T) {
 		body     string
 		requests int
 		class    defender.Class
+		outcome  defender.Outcome // of every call, as the breaker is told
 		check    func(t *testing.T, u *defender.User, err error)
 	}{
 		{
-			name: "a body of MaxBodyBytes is read", status: 200, body: pad(limit), requests: 1, class: defender.Found,
+			name: "a body of MaxBodyBytes is read", status: 200, body: pad(limit), requests: 1, class: defender.Found, outcome: defender.OutcomeSuccess,
 			check: func(t *testing.T, u *defender.User, err error) {
 				if err != nil || u.ID != "x" || len(u.JSON) != limit {
 					t.Errorf("got %v, %v", u, err)
@@ -826,7 +836,7 @@ func TestClientBodies(t *testing.T) {
 			},
 		},
 		{
-			name: "a body over MaxBodyBytes is an error, not retried", status: 200, body: pad(limit + 1), requests: 1, class: defender.Permanent,
+			name: "a body over MaxBodyBytes is an error, not retried", status: 200, body: pad(limit + 1), requests: 1, class: defender.Permanent, outcome: defender.OutcomeSuccess,
 			check: func(t *testing.T, u *defender.User, err error) {
 				te := asTransportError(t, err)
 				if !strings.Contains(err.Error(), "larger than 1024 bytes") || te.Attempts != 1 {
@@ -835,7 +845,7 @@ func TestClientBodies(t *testing.T) {
 			},
 		},
 		{
-			name: "a 503 with a huge body is still a 503", status: 503, body: strings.Repeat("x", 1<<20), requests: 4, class: defender.Transient,
+			name: "a 503 with a huge body is still a 503", status: 503, body: strings.Repeat("x", 1<<20), requests: 4, class: defender.Transient, outcome: defender.OutcomeFailure,
 			check: func(t *testing.T, u *defender.User, err error) {
 				api := asAPIError(t, err)
 				if api.StatusCode != 503 || api.Attempts != 4 || len(api.Message) > 210 {
@@ -845,7 +855,7 @@ func TestClientBodies(t *testing.T) {
 		},
 		{
 			// Not JSON at all: a proxy that dropped the connection, retried.
-			name: "a 200 cut short is retried", status: 200, body: `{"id":`, requests: 4, class: defender.Transient,
+			name: "a 200 cut short is retried", status: 200, body: `{"id":`, requests: 4, class: defender.Transient, outcome: defender.OutcomeFailure,
 			check: func(t *testing.T, u *defender.User, err error) {
 				if te := asTransportError(t, err); te.Attempts != 4 {
 					t.Errorf("%d attempts", te.Attempts)
@@ -853,19 +863,19 @@ func TestClientBodies(t *testing.T) {
 			},
 		},
 		{
-			name: "an empty 200 is retried", status: 200, body: ``, requests: 4, class: defender.Transient,
+			name: "an empty 200 is retried", status: 200, body: ``, requests: 4, class: defender.Transient, outcome: defender.OutcomeFailure,
 			check: func(t *testing.T, u *defender.User, err error) { asTransportError(t, err) },
 		},
 		{
-			name: "a 200 of null is an error", status: 200, body: `null`, requests: 1, class: defender.Permanent,
+			name: "a 200 of null is an error", status: 200, body: `null`, requests: 1, class: defender.Permanent, outcome: defender.OutcomeSuccess,
 			check: func(t *testing.T, u *defender.User, err error) { asTransportError(t, err) },
 		},
 		{
-			name: "a 200 array is an error", status: 200, body: `[{"id":"x"}]`, requests: 1, class: defender.Permanent,
+			name: "a 200 array is an error", status: 200, body: `[{"id":"x"}]`, requests: 1, class: defender.Permanent, outcome: defender.OutcomeSuccess,
 			check: func(t *testing.T, u *defender.User, err error) { asTransportError(t, err) },
 		},
 		{
-			name: "a redirect is not followed", status: 302, header: http.Header{"Location": {"/elsewhere"}}, requests: 1, class: defender.Permanent,
+			name: "a redirect is not followed", status: 302, header: http.Header{"Location": {"/elsewhere"}}, requests: 1, class: defender.Permanent, outcome: defender.OutcomeSuccess,
 			check: func(t *testing.T, u *defender.User, err error) {
 				if api := asAPIError(t, err); api.StatusCode != 302 || api.Attempts != 1 {
 					t.Errorf("got %+v", api)
@@ -873,7 +883,7 @@ func TestClientBodies(t *testing.T) {
 			},
 		},
 		{
-			name: "an HTML 502 keeps a short message", status: 502, body: "<html>" + strings.Repeat("gateway ", 100) + "</html>", requests: 4, class: defender.Transient,
+			name: "an HTML 502 keeps a short message", status: 502, body: "<html>" + strings.Repeat("gateway ", 100) + "</html>", requests: 4, class: defender.Transient, outcome: defender.OutcomeFailure,
 			check: func(t *testing.T, u *defender.User, err error) {
 				api := asAPIError(t, err)
 				if !strings.HasPrefix(api.Message, "<html>gateway") || len(api.Message) > 210 || api.Attempts != 4 {
@@ -898,8 +908,13 @@ func TestClientBodies(t *testing.T) {
 				w.Write([]byte(tt.body))
 			})
 			o.MaxBodyBytes = limit
+			rb := &recordingBreaker{}
+			o.Breaker = rb
 			u, err := newClient(t, o).User(context.Background(), alertA)
 			tt.check(t, u, err)
+			if got := rb.outcomes(); len(got) != tt.requests || slices.ContainsFunc(got, func(o defender.Outcome) bool { return o != tt.outcome }) {
+				t.Errorf("the breaker was told %v, want %d times %v", got, tt.requests, tt.outcome)
+			}
 			if c := defender.Classify(err); c != tt.class {
 				t.Errorf("%v is %v, want %v", err, c, tt.class)
 			}

@@ -8,17 +8,21 @@
 // Client.User validates the alert id (ValidAlertID: 1 to MaxAlertIDLength
 // characters of A-Z a-z 0-9 _ -) before anything else, so that nothing but
 // a valid id reaches a URL, and escapes it anyway. Every attempt, retries
-// included, takes a token first (a credential that fails costs no call),
-// then one call of the Budget; a 429 pauses the whole Budget until its
-// Retry-After (seconds or an HTTP date, DefaultRetryAfter when absent,
-// never longer than MaxRetryAfter). A 429 (after its pause), a 5xx but 501
-// and a transport failure are retried, the last two after capped, jittered
-// exponential backoff, up to MaxAttempts; a 401 is retried once with a
-// fresh token. A
-// certificate that does not verify and an answer over MaxBodyBytes are not
-// retried. Cancelling the caller's context stops waiting and retrying, but
-// a call already sent runs to its end (its budget is spent and its answer
-// is worth keeping). A Client is safe for concurrent use.
+// included, asks the Breaker first, when there is one (an open breaker
+// ends the lookup at once, with no token request and no call), then takes
+// a token (a credential that fails costs no call), then one call of the
+// Budget, and tells the Breaker what the call got (CallOutcome: a 5xx but
+// 501, a timeout or a connection failure is a failure, an answer given on
+// purpose a success, a 429 or no call at all neither). A 429 pauses the
+// whole Budget until its Retry-After (seconds or an HTTP date,
+// DefaultRetryAfter when absent, never longer than MaxRetryAfter). A 429
+// (after its pause), a 5xx but 501 and a transport failure are retried,
+// the last two after capped, jittered exponential backoff, up to
+// MaxAttempts; a 401 is retried once with a fresh token. A certificate that
+// does not verify and an answer over MaxBodyBytes are not retried.
+// Cancelling the caller's context stops waiting and retrying, but a call
+// already sent runs to its end (its budget is spent and its answer is worth
+// keeping). A Client is safe for concurrent use.
 //
 // The token only ever goes where an operator sent it. ResolveEndpoint
 // accepts an https API URL without user info, query or fragment, and
@@ -42,11 +46,13 @@
 //   - ErrNotFound: a 404, no such alert or no user for it. An answer, not a
 //     failure: the cache keeps it for its negative TTL and the pipeline
 //     publishes the event as not_found.
-//   - ErrUnavailable: no answer in time without the API having failed: the
-//     caller's context ended while it waited for the budget, a token or a
-//     retry (the error also matches the context's error and wraps what the
-//     last call got, if one was made), or the circuit breaker in front of
-//     the client is open. The pipeline publishes the event as unavailable.
+//   - ErrUnavailable: no answer in time: the caller's context ended while
+//     it waited for the budget, a token or a retry (the error also matches
+//     the context's error), or an attempt met an open circuit breaker (the
+//     error also wraps the Breaker's). When calls were made before, its
+//     text ends with the short account of what the last one got; it wraps
+//     none of their errors. The pipeline publishes the event as
+//     unavailable.
 //
 // The typed errors, matched with errors.As, carry data:
 //   - *APIError: an answer other than 200 or 404 that the client gave up on:
@@ -64,8 +70,8 @@
 // the lookup gave up waiting: asking later can succeed) or Permanent (a
 // refusal or a configuration error: asking again gets the same answer).
 // The wait policy holds Transient lookups and publishes Permanent ones as
-// failed at once; the circuit breaker counts only Transient failures of
-// the API itself. ErrorText gives the short, single-line text of an error
+// failed at once. CallOutcome is what one call tells the circuit breaker,
+// decided with the same classification. ErrorText gives the short, single-line text of an error
 // that goes to the SIEM in enrichment.error (at most MaxErrorText bytes,
 // with Defender's status, code and correlation id kept); the full error,
 // which never holds the token, is for the log.
@@ -73,8 +79,9 @@
 // # What it leaves out
 //
 // Caching and coalescing of lookups (package cache), the circuit breaker
-// (package breaker), the sliding-window budget itself (package budget: the
-// Budget interface is what the client needs of it), and any other Defender
+// itself (package breaker: the Breaker interface is what the client needs
+// of it), the sliding-window budget itself (package budget: the Budget
+// interface is what the client needs of it), and any other Defender
 // API: the client reads one endpoint and writes nothing. It keeps no state
 // between lookups except the credential's token cache.
 package defender

@@ -15,9 +15,9 @@ var (
 	// ErrInvalidAlertID: the id is not 1 to 128 characters of A-Z a-z 0-9 _ -;
 	// no call was made.
 	ErrInvalidAlertID = errors.New("defender: invalid alert id")
-	// ErrUnavailable: no answer in time without the API having failed: the
-	// breaker is open, or the call budget was spent for longer than the
-	// caller could wait.
+	// ErrUnavailable: no answer in time: the circuit breaker refused the
+	// next call, or the caller stopped waiting (for the call budget, a
+	// token or a retry).
 	ErrUnavailable = errors.New("defender: unavailable")
 )
 

@@ -106,17 +106,18 @@ type stack struct {
 
 func newStack(t testing.TB, s *simulator.Server, limits string, mod func(*defender.Options)) *stack {
 	t.Helper()
+	b, err := breaker.New(breaker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	o := testOptions(t, s)
 	o.Budget = newWindow(t, limits)
+	o.Breaker = b
 	if mod != nil {
 		mod(&o)
 	}
 	c := newClient(t, o)
-	b, err := breaker.New(c, breaker.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := cache.New(b, cache.Options{Store: cache.NewLRU(100_000, time.Hour)})
+	cc, err := cache.New(c, cache.Options{Store: cache.NewLRU(100_000, time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package defender_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -51,9 +52,12 @@ func TestErrorText(t *testing.T) {
 			[]string{"answered 403 Forbidden", "(correlation id 6c9b2c1e-1f0e-4c1a-9b5a-1d2e3f4a5b6c)", ": Forbidden: déjà vu", "…", "User.Read.All"}, nil},
 		{"503 after 4 attempts", &defender.APIError{StatusCode: 503, Code: "ServiceUnavailable", Message: "try later", Target: "c0ffee", Attempts: 4},
 			[]string{"503 Service Unavailable after 4 attempts (correlation id c0ffee): ServiceUnavailable: try later"}, []string{"…"}},
-		{"given up after a 503 with a long message", fmt.Errorf("%w: gave up retrying after %w: %w", defender.ErrUnavailable,
-			&defender.APIError{StatusCode: 503, Code: "ServiceUnavailable", Message: huge, Target: "c0ffee", Attempts: 2}, errors.New("context deadline exceeded")),
-			[]string{"defender: unavailable: gave up retrying after", "503 Service Unavailable after 2 attempts (correlation id c0ffee)"}, nil},
+		{"a wrapped 503 with a long message", fmt.Errorf("lookup of an alert: %w: after the deadline",
+			&defender.APIError{StatusCode: 503, Code: "ServiceUnavailable", Message: huge, Target: "c0ffee", Attempts: 2}),
+			[]string{"lookup of an alert: defender: GET", "503 Service Unavailable after 2 attempts (correlation id c0ffee)", ": after the deadline"}, nil},
+		{"given up after a 503 with a long message", fmt.Errorf("%w: %w: gave up retrying after %s", defender.ErrUnavailable, context.DeadlineExceeded,
+			defender.ErrorText(&defender.APIError{StatusCode: 503, Code: "ServiceUnavailable", Message: huge, Target: "c0ffee", Attempts: 2})),
+			[]string{"defender: unavailable: context deadline exceeded: gave up retrying after", "503 Service Unavailable after 2 attempts (correlation id c0ffee)"}, nil},
 		{"control characters, bidi overrides and line breaks", &defender.APIError{StatusCode: 400, Code: "Bad\x00Request", Message: "line one\r\nline\x1b[31mtwo\u202e\u2028three\x7f", Target: "t\n1"},
 			[]string{"(correlation id t 1): BadRequest: line one line[31mtwo three"}, nil},
 		{"invalid UTF-8", &defender.APIError{StatusCode: 400, Message: "bad \xff\xfe bytes"},

@@ -43,15 +43,15 @@ func simulatedStack(t *testing.T, secret string) *cache.Cache {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Close)
-	c, err := defender.New(defender.Options{Endpoint: ep, Credential: cred, Budget: w, HTTPClient: s.Client(), BaseBackoff: time.Millisecond})
+	b, err := breaker.New(breaker.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := breaker.New(c, breaker.Options{})
+	c, err := defender.New(defender.Options{Endpoint: ep, Credential: cred, Budget: w, Breaker: b, HTTPClient: s.Client(), BaseBackoff: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := cache.New(b, cache.Options{Store: cache.NewLRU(1000, time.Hour)})
+	cc, err := cache.New(c, cache.Options{Store: cache.NewLRU(1000, time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}

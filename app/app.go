@@ -65,6 +65,7 @@ type App struct {
 	store    *cache.LRU
 	producer *producer.Producer
 	consumer *consumer.Consumer
+	retries  *consumer.Consumer // the retry topic, in a group of its own
 	pipeline *pipeline.Pipeline
 	http     *http.Server
 	httpLn   net.Listener
@@ -87,6 +88,9 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 		}
 		if a.consumer != nil {
 			_ = a.consumer.Close(context.Background())
+		}
+		if a.retries != nil {
+			_ = a.retries.Close(context.Background())
 		}
 		if a.producer != nil {
 			_ = a.producer.Close(context.Background())
@@ -160,12 +164,22 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	}); err != nil {
 		return nil, err
 	}
+	// Deferred events are read from the first one kept, whatever
+	// ENRICHER_START_OFFSET says: each is an alert still owed its user.
+	if a.retries, err = consumer.New(consumer.Config{
+		Brokers: cfg.KafkaBrokers, Topic: cfg.RetryTopic, Group: RetryGroup(cfg.ConsumerGroup),
+		StartOffset: kafka.FirstOffset, Dialer: dialer, CommitInterval: cfg.CommitInterval, SessionTimeout: cfg.SessionTimeout,
+		MaxBytes: max(consumer.DefaultMaxBytes, 2*cfg.MaxMessageBytes), Logger: log.With("topic", cfg.RetryTopic),
+	}); err != nil {
+		return nil, err
+	}
 	parser, err := schemas.NewParser(schemas.ParserConfig{IDPointer: cfg.AlertIDPointer, MaxBytes: cfg.MaxMessageBytes, MaxRecords: cfg.MaxRecords})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", config.Env("alert-id-pointer"), err)
 	}
 	if a.pipeline, err = pipeline.New(pipeline.Config{
 		InputTopic: cfg.InputTopic, OutputTopic: cfg.OutputTopic, DLQTopic: cfg.DLQTopic,
+		RetryTopic: cfg.RetryTopic, RetryMaxAge: cfg.RetryMaxAge,
 		Parser: parser, Wait: cfg.OnUnavailable == config.Wait, MaxEnrichWait: cfg.MaxEnrichWait,
 		MaxInFlight: cfg.MaxInFlight, MaxInFlightBytes: int64(cfg.MaxInFlightBytes), MaxMessageBytes: cfg.MaxMessageBytes,
 		DrainTimeout: cfg.ShutdownTimeout / 2, Logger: log, Registerer: reg,
@@ -181,6 +195,11 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	}
 	return a, nil
 }
+
+// RetryGroup is the consumer group of the retry topic: the connector's
+// group with ".retry" appended, so that its offsets never mix with the
+// input's.
+func RetryGroup(group string) string { return group + ".retry" }
 
 // resolveEndpoint is defender.ResolveEndpoint of the configuration and
 // AZURE_AUTHORITY_HOST, which must carry no user info (ResolveEndpoint's
@@ -245,12 +264,30 @@ func (a *App) Run(ctx context.Context) error {
 		defer close(commitsDone)
 		_ = a.consumer.Run(commitCtx)
 	}()
+	retryCommitsDone := make(chan struct{})
+	go func() {
+		defer close(retryCommitsDone)
+		_ = a.retries.Run(commitCtx)
+	}()
+	// Deferred events are looked up again beside the fresh ones, and stop
+	// with them: nothing may be written once the producer closes.
+	retryCtx, stopRetries := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRetries()
+	retriesDone := make(chan struct{})
+	go func() {
+		defer close(retriesDone)
+		if err := a.pipeline.RunRetries(retryCtx, a.retries); err != nil {
+			a.log.Error("deferred events are no longer looked up again", "topic", a.cfg.RetryTopic, "error", err)
+		}
+	}()
 	a.log.Info("connector started", "http_addr", a.HTTPAddr(), "input", a.cfg.InputTopic, "output", a.cfg.OutputTopic, "dlq", a.cfg.DLQTopic,
-		"group", a.cfg.ConsumerGroup, "rate_limits", a.cfg.DefenderRateLimits.String(), "on_unavailable", string(a.cfg.OnUnavailable))
+		"group", a.cfg.ConsumerGroup, "retry", a.cfg.RetryTopic, "rate_limits", a.cfg.DefenderRateLimits.String(), "on_unavailable", string(a.cfg.OnUnavailable))
 	a.ready.Store(true)
 
 	runErr := a.pipeline.Run(ctx)
 	a.ready.Store(false)
+	stopRetries()
+	<-retriesDone
 
 	// Teardown, in reverse, bounded by ShutdownTimeout from the signal (or
 	// from now, after a write failure).
@@ -267,10 +304,14 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	stopCommits()
 	<-commitsDone
+	<-retryCommitsDone
 	// What was acknowledged is committed even after a write failure: the
 	// tracker only ever commits below the first unacknowledged message.
 	if err := a.consumer.Close(shutdownCtx); err != nil {
-		a.log.Warn("last commit failed; the uncommitted events will be consumed again", "error", err)
+		a.log.Warn("last commit failed; the uncommitted events will be consumed again", "topic", a.cfg.InputTopic, "error", err)
+	}
+	if err := a.retries.Close(shutdownCtx); err != nil {
+		a.log.Warn("last commit failed; the uncommitted deferred events will be consumed again", "topic", a.cfg.RetryTopic, "error", err)
 	}
 	a.budget.Close()
 	if a.http != nil {
@@ -278,7 +319,8 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	st := a.pipeline.Stats()
 	a.log.Info("connector stopped", "events", st.Total(), "enriched", st.Enriched, "not_found", st.NotFound,
-		"unavailable", st.Unavailable, "failed", st.Failed, "skipped", st.Skipped, "dead_letters", st.DeadLetters)
+		"unavailable", st.Unavailable, "failed", st.Failed, "skipped", st.Skipped, "dead_letters", st.DeadLetters,
+		"deferred", st.Deferred, "updates", st.Updates, "given_up", st.GivenUp)
 	return runErr
 }
 

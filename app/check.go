@@ -61,7 +61,7 @@ func Check(ctx context.Context, cfg config.Config, deps Deps, w io.Writer) bool 
 }
 
 func checkKafka(ctx context.Context, cfg config.Config, r *verdicts) {
-	topics := []string{cfg.InputTopic, cfg.OutputTopic, cfg.DLQTopic}
+	topics := []string{cfg.InputTopic, cfg.OutputTopic, cfg.DLQTopic, cfg.RetryTopic}
 	skipRest := func(from int, why string) {
 		steps := []string{}
 		if from <= 1 {

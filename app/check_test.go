@@ -30,6 +30,7 @@ func checkConfig(t *testing.T) (config.Config, Deps, *simulator.Server, *kafkate
 	cfg.InputTopic = c.Topic(t, "in", 1)
 	cfg.OutputTopic = c.Topic(t, "out", 1)
 	cfg.DLQTopic = c.Topic(t, "dlq", 1)
+	cfg.RetryTopic = c.Topic(t, "retry", 1)
 	cfg.DefenderAPIURL, cfg.DefenderScope = sim.URL(), sim.Scope()
 	cfg.AzureCredential, cfg.AzureDisableDiscovery = "client-secret", true
 	env := map[string]string{
@@ -46,7 +47,7 @@ func stepNames(cfg config.Config) []string {
 		names = append(names, "broker "+b+" reachable")
 	}
 	names = append(names, "cluster metadata")
-	for _, t := range []string{cfg.InputTopic, cfg.OutputTopic, cfg.DLQTopic} {
+	for _, t := range []string{cfg.InputTopic, cfg.OutputTopic, cfg.DLQTopic, cfg.RetryTopic} {
 		names = append(names, "topic "+t+" present")
 	}
 	return append(names, "Defender endpoint", "credential", "access token obtained", "one API call authorised")
@@ -58,7 +59,7 @@ func TestCheckPasses(t *testing.T) {
 	if !Check(context.Background(), cfg, deps, &out) {
 		t.Fatalf("check failed:\n%s", out.String())
 	}
-	for _, want := range []string{"ok       broker", "ok       topic " + cfg.InputTopic, "ok       access token obtained", "ok       one API call authorised", "all 10 steps passed\n"} {
+	for _, want := range []string{"ok       broker", "ok       topic " + cfg.InputTopic, "ok       access token obtained", "ok       one API call authorised", "all 11 steps passed\n"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
@@ -76,7 +77,7 @@ func TestCheckReportsEachFailure(t *testing.T) {
 	if Check(context.Background(), cfg, deps, &out) {
 		t.Fatalf("check passed with a missing topic and a 403:\n%s", out.String())
 	}
-	for _, want := range []string{"FAILED   topic no-such-output present", "FAILED   one API call authorised", "User.Read.All", "\n2 of 10 steps failed\n"} {
+	for _, want := range []string{"FAILED   topic no-such-output present", "FAILED   one API call authorised", "User.Read.All", "\n2 of 11 steps failed\n"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
@@ -110,7 +111,7 @@ func TestCheckListsEveryStep(t *testing.T) {
 			change: func(c *config.Config, _ map[string]string) { c.KafkaBrokers = []string{closedPort} },
 			want: []string{"FAILED   broker " + closedPort + " reachable: ", "skipped  cluster metadata: no broker reachable",
 				"skipped  topic ", "ok       one API call authorised"},
-			summary: "1 of 10 steps failed (4 skipped)",
+			summary: "1 of 11 steps failed (5 skipped)",
 		},
 		{
 			name:   "client secret refused",
@@ -118,7 +119,7 @@ func TestCheckListsEveryStep(t *testing.T) {
 			want: []string{"ok       topic ", "ok       credential client-secret",
 				"FAILED   access token obtained: ClientSecretCredential authentication failed: 401 Unauthorized: invalid_client: AADSTS7000215: Invalid client secret provided.",
 				"skipped  one API call authorised (GET /api/alerts/da000000000000000000_0/user): needs an access token"},
-			summary: "1 of 10 steps failed (1 skipped)",
+			summary: "1 of 11 steps failed (1 skipped)",
 			debug:   "RESPONSE 401",
 		},
 		{
@@ -126,7 +127,7 @@ func TestCheckListsEveryStep(t *testing.T) {
 			change: func(_ *config.Config, env map[string]string) { delete(env, "AZURE_TENANT_ID") },
 			want: []string{"FAILED   credential client-secret: ENRICHER_AZURE_CREDENTIAL=client-secret needs AZURE_TENANT_ID",
 				"skipped  access token obtained: needs the credential", "skipped  one API call authorised"},
-			summary: "1 of 10 steps failed (2 skipped)",
+			summary: "1 of 11 steps failed (2 skipped)",
 		},
 		{
 			name: "certificate unreadable",
@@ -135,7 +136,7 @@ func TestCheckListsEveryStep(t *testing.T) {
 				env["AZURE_CLIENT_CERTIFICATE_PATH"], env["AZURE_CLIENT_CERTIFICATE_PASSWORD"] = certFile, secret
 			},
 			want:    []string{"FAILED   credential client-certificate: AZURE_CLIENT_CERTIFICATE_PATH", "skipped  access token obtained"},
-			summary: "1 of 10 steps failed (2 skipped)",
+			summary: "1 of 11 steps failed (2 skipped)",
 		},
 		{
 			name: "authority with user info",
@@ -144,7 +145,7 @@ func TestCheckListsEveryStep(t *testing.T) {
 			},
 			want: []string{"FAILED   Defender endpoint ", "AZURE_AUTHORITY_HOST \"https://[redacted]@127.0.0.1:",
 				"skipped  credential client-secret: needs the Defender endpoint", "skipped  access token obtained", "skipped  one API call"},
-			summary: "1 of 10 steps failed (3 skipped)",
+			summary: "1 of 11 steps failed (3 skipped)",
 		},
 		{
 			name: "Kafka and Defender both down",
@@ -153,7 +154,7 @@ func TestCheckListsEveryStep(t *testing.T) {
 				env["AZURE_CLIENT_SECRET"] = secret
 			},
 			want:    []string{"FAILED   broker", "skipped  topic", "FAILED   access token obtained", "skipped  one API call"},
-			summary: "2 of 10 steps failed (5 skipped)",
+			summary: "2 of 11 steps failed (6 skipped)",
 		},
 	}
 	for _, tt := range tests {

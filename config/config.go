@@ -62,6 +62,8 @@ type Config struct {
 	InputTopic         string
 	OutputTopic        string
 	DLQTopic           string
+	RetryTopic         string
+	RetryMaxAge        time.Duration
 	ConsumerGroup      string
 	StartOffset        StartOffset
 	CommitInterval     time.Duration
@@ -101,6 +103,8 @@ func Default() Config {
 		InputTopic:         "defender.alerts",
 		OutputTopic:        "defender.alerts.enriched",
 		DLQTopic:           "defender.alerts.dlq",
+		RetryTopic:         "defender.alerts.retry",
+		RetryMaxAge:        24 * time.Hour,
 		ConsumerGroup:      "defender-enricher",
 		StartOffset:        Earliest,
 		CommitInterval:     time.Second,
@@ -150,7 +154,9 @@ func (c *Config) options() []option {
 		{"input-topic", "topic of alert events", stringValue{&c.InputTopic}},
 		{"output-topic", "topic of enriched events", stringValue{&c.OutputTopic}},
 		{"dlq-topic", "dead-letter topic for input that cannot be processed", stringValue{&c.DLQTopic}},
-		{"consumer-group", "Kafka consumer group", stringValue{&c.ConsumerGroup}},
+		{"retry-topic", "topic where events published unavailable are kept until they are enriched and published again as updates", stringValue{&c.RetryTopic}},
+		{"retry-max-age", "a deferred event older than this is given up: counted and logged, no update", durationValue{&c.RetryMaxAge}},
+		{"consumer-group", "Kafka consumer group; the retry topic is consumed in this group with \".retry\" appended", stringValue{&c.ConsumerGroup}},
 		{"start-offset", "where a group with no committed offset starts: earliest or latest", enumValue[StartOffset]{&c.StartOffset, []StartOffset{Earliest, Latest}}},
 		{"commit-interval", "how often acknowledged offsets are committed", durationValue{&c.CommitInterval}},
 		{"kafka-session-timeout", "how long the group waits for a member that stopped (a killed process) before its partitions move", durationValue{&c.SessionTimeout}},
@@ -348,13 +354,20 @@ func (c *Config) Validate() error {
 			return bad("kafka-brokers", "%q is not host:port", b)
 		}
 	}
-	for name, topic := range map[string]string{"input-topic": c.InputTopic, "output-topic": c.OutputTopic, "dlq-topic": c.DLQTopic} {
-		if err := validTopic(topic); err != nil {
-			return bad(name, "%v", err)
+	topics := []struct{ name, topic string }{
+		{"input-topic", c.InputTopic}, {"output-topic", c.OutputTopic}, {"dlq-topic", c.DLQTopic}, {"retry-topic", c.RetryTopic},
+	}
+	for _, t := range topics {
+		if err := validTopic(t.topic); err != nil {
+			return bad(t.name, "%v", err)
 		}
 	}
 	if c.InputTopic == c.OutputTopic || c.InputTopic == c.DLQTopic {
 		return bad("input-topic", "%q is also the output or dead-letter topic: the connector would consume its own output", c.InputTopic)
+	}
+	// The retry topic is consumed: it must hold nothing but deferred events.
+	if c.RetryTopic == c.InputTopic || c.RetryTopic == c.OutputTopic || c.RetryTopic == c.DLQTopic {
+		return bad("retry-topic", "%q is also the input, output or dead-letter topic: it must be a topic of its own, holding only deferred events", c.RetryTopic)
 	}
 	if c.ConsumerGroup == "" {
 		return bad("consumer-group", "must not be empty")
@@ -380,6 +393,7 @@ func (c *Config) Validate() error {
 		{"breaker-failures", c.BreakerFailures >= 1, "at least 1"},
 		{"breaker-timeout", c.BreakerTimeout >= 100*time.Millisecond, "at least 100ms"},
 		{"max-enrich-wait", c.MaxEnrichWait >= 10*time.Millisecond, "at least 10ms"},
+		{"retry-max-age", c.RetryMaxAge >= time.Minute, "at least 1m"},
 		{"shutdown-timeout", c.ShutdownTimeout >= 100*time.Millisecond, "at least 100ms"},
 		{"defender-rate-limits", len(c.DefenderRateLimits) > 0, "at least one CALLS/WINDOW pair such as 100/1m"},
 	}

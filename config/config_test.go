@@ -23,7 +23,7 @@ func TestDefaultsAreValid(t *testing.T) {
 	if c.InputTopic != "defender.alerts" || c.OutputTopic != "defender.alerts.enriched" || c.DLQTopic != "defender.alerts.dlq" ||
 		c.ConsumerGroup != "defender-enricher" || c.StartOffset != Earliest || c.OnUnavailable != Passthrough ||
 		c.DefenderRateLimits.String() != "100/1m,1500/1h" || c.HTTPAddr != ":8080" || c.AzureCredential != "default" ||
-		c.MaxRecords != 1000 || c.MaxInFlightBytes != 32<<20 {
+		c.MaxRecords != 1000 || c.MaxInFlightBytes != 32<<20 || c.RetryTopic != "defender.alerts.retry" || c.RetryMaxAge != 24*time.Hour {
 		t.Errorf("defaults differ from the contract: %+v", c)
 	}
 	if err := c.RequireBrokers(); err == nil || !strings.Contains(err.Error(), "ENRICHER_KAFKA_BROKERS") {
@@ -121,6 +121,10 @@ func TestBadOptions(t *testing.T) {
 		{env: map[string]string{"ENRICHER_MAX_IN_FLIGHT_BYTES": "500000"}, name: "ENRICHER_MAX_IN_FLIGHT_BYTES"},
 		{env: map[string]string{"ENRICHER_MAX_IN_FLIGHT_BYTES": "2000000", "ENRICHER_MAX_MESSAGE_BYTES": "3000000"}, name: "ENRICHER_MAX_IN_FLIGHT_BYTES"},
 		{env: map[string]string{"ENRICHER_MAX_RECORDS": "0"}, name: "ENRICHER_MAX_RECORDS"},
+		{env: map[string]string{"ENRICHER_RETRY_TOPIC": "defender.alerts"}, name: "ENRICHER_RETRY_TOPIC"},
+		{env: map[string]string{"ENRICHER_RETRY_TOPIC": "defender.alerts.enriched"}, name: "ENRICHER_RETRY_TOPIC"},
+		{env: map[string]string{"ENRICHER_RETRY_TOPIC": "bad topic"}, name: "ENRICHER_RETRY_TOPIC"},
+		{env: map[string]string{"ENRICHER_RETRY_MAX_AGE": "30s"}, name: "ENRICHER_RETRY_MAX_AGE"},
 		{env: map[string]string{"ENRICHER_MAX_RECORDS": "1000001"}, name: "ENRICHER_MAX_RECORDS"},
 		{env: map[string]string{"ENRICHER_KAFKA_SESSION_TIMEOUT": "100ms"}, name: "ENRICHER_KAFKA_SESSION_TIMEOUT"},
 		{env: map[string]string{"ENRICHER_MAX_MESSAGE_BYTES": "10"}, name: "ENRICHER_MAX_MESSAGE_BYTES"},

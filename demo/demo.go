@@ -45,6 +45,7 @@ const (
 	inputTopic  = "defender.alerts"
 	outputTopic = "defender.alerts.enriched"
 	dlqTopic    = "defender.alerts.dlq"
+	retryTopic  = "defender.alerts.retry"
 )
 
 // Run starts the broker, the simulator and the connector, generates alerts
@@ -66,7 +67,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	out := o.Out
 
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, inputTopic, outputTopic, dlqTopic))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, inputTopic, outputTopic, dlqTopic, retryTopic))
 	if err != nil {
 		return fmt.Errorf("starting the embedded broker: %w", err)
 	}

@@ -34,9 +34,9 @@ type env struct {
 	cluster *kafkatest.Cluster
 	sim     *simulator.Server
 
-	in, out, dlq string
-	group        string
-	partitions   int
+	in, out, dlq, retry string
+	group               string
+	partitions          int
 
 	// base holds the ENRICHER_ and AZURE_ variables every connector of the
 	// env gets; startConnector and startBinary take overrides on top.
@@ -73,6 +73,7 @@ func newEnv(t testing.TB, c *kafkatest.Cluster, partitions int, opts ...simulato
 		in:         c.Topic(t, name+".in", partitions),
 		out:        c.Topic(t, name+".out", 4),
 		dlq:        c.Topic(t, name+".dlq", 4),
+		retry:      c.Topic(t, name+".retry", 4),
 		group:      name + "-" + randomHex(4),
 		partitions: partitions,
 	}
@@ -81,6 +82,7 @@ func newEnv(t testing.TB, c *kafkatest.Cluster, partitions int, opts ...simulato
 		"ENRICHER_INPUT_TOPIC":                      e.in,
 		"ENRICHER_OUTPUT_TOPIC":                     e.out,
 		"ENRICHER_DLQ_TOPIC":                        e.dlq,
+		"ENRICHER_RETRY_TOPIC":                      e.retry,
 		"ENRICHER_CONSUMER_GROUP":                   e.group,
 		"ENRICHER_COMMIT_INTERVAL":                  "100ms",
 		"ENRICHER_SHUTDOWN_TIMEOUT":                 "10s",

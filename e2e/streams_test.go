@@ -196,6 +196,11 @@ type envelope struct {
 		Partition int32  `json:"partition"`
 		Offset    int64  `json:"offset"`
 	} `json:"origin"`
+	// Update is set on an update of an event published unavailable.
+	Update *struct {
+		PreviousStatus     string `json:"previousStatus"`
+		PreviousEnrichedAt string `json:"previousEnrichedAt"`
+	} `json:"update"`
 }
 
 // output is one record of the output topic.

@@ -19,6 +19,10 @@
 //     MaxEnrichWait is published with status unavailable (or failed when the
 //     API kept failing), without its user. With the wait policy it is held
 //     until the API gives an answer (found or not found).
+//   - An event published unavailable is deferred: also written to the retry
+//     topic, and its input acknowledged only once both are. RunRetries
+//     looks it up again when no fresh lookup waits for the budget and
+//     publishes an update of it (see retry.go).
 package pipeline
 
 import (
@@ -60,7 +64,13 @@ type Lookup interface {
 // Config configures a Pipeline.
 type Config struct {
 	InputTopic, OutputTopic, DLQTopic string
-	Parser                            *schemas.Parser
+	// RetryTopic keeps the events published unavailable until RunRetries
+	// publishes their update; empty: such events are not deferred.
+	RetryTopic string
+	// RetryMaxAge is how long after its first publication a deferred
+	// event is given up. Default 24h.
+	RetryMaxAge time.Duration
+	Parser      *schemas.Parser
 	// Wait holds events until the API answers instead of passing them
 	// through after MaxEnrichWait.
 	Wait          bool
@@ -110,6 +120,7 @@ type Pipeline struct {
 	bufs    sync.Pool
 	stats   counters
 	metrics *metrics
+	retries retryState
 }
 
 type chain struct{ head, tail *event }
@@ -140,6 +151,9 @@ func New(cfg Config, in Source, lookup Lookup, out Sink) (*Pipeline, error) {
 	if cfg.MaxInFlightBytes <= 0 {
 		cfg.MaxInFlightBytes = DefaultMaxInFlightBytes
 	}
+	if cfg.RetryMaxAge <= 0 {
+		cfg.RetryMaxAge = 24 * time.Hour
+	}
 	if cfg.DeadLetterLogInterval <= 0 {
 		cfg.DeadLetterLogInterval = 10 * time.Second
 	}
@@ -159,6 +173,9 @@ func New(cfg Config, in Source, lookup Lookup, out Sink) (*Pipeline, error) {
 		return nil, err
 	}
 	p.metrics = m
+	if err := p.retries.init(cfg.Registerer); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -323,9 +340,17 @@ type event struct {
 	errText string
 	fetched time.Time
 	held    *heldMessage
-	ready   bool   // guarded by Pipeline.mu
-	next    *event // guarded by Pipeline.mu
-	buf     *[]byte
+	origin  schemas.Origin
+	// update is set on an event read back from the retry topic: it is
+	// published as an update of the event that went out unavailable.
+	update *schemas.Update
+	// retried is set on every event read from the retry topic, deferred on
+	// one whose deferral was sent with its output.
+	retried, deferred bool
+	acks              atomic.Int32 // records sent for the event and not yet acknowledged
+	ready             bool         // guarded by Pipeline.mu
+	next              *event       // guarded by Pipeline.mu
+	buf               *[]byte
 }
 
 func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message, events []schemas.Event) []schemas.Event {
@@ -356,7 +381,8 @@ func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message,
 			}
 		}
 		ev := &events[i]
-		e := &event{p: p, msg: msg, alertID: ev.AlertID, alert: ev.Alert, record: ev.Record, reject: ev.Reject, detail: ev.Detail, fetched: now, held: held}
+		e := &event{p: p, msg: msg, alertID: ev.AlertID, alert: ev.Alert, record: ev.Record, reject: ev.Reject, detail: ev.Detail, fetched: now, held: held,
+			origin: schemas.Origin{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset}}
 		switch {
 		case ev.Reject != "":
 			p.deadLetter(e)
@@ -472,18 +498,37 @@ func (p *Pipeline) complete(e *event) {
 
 func (p *Pipeline) publish(e *event) {
 	e.buf = p.bufs.Get().(*[]byte)
-	value := schemas.AppendOutput((*e.buf)[:0], e.alertID, e.alert, e.user, schemas.Enrichment{
-		Status: e.status, Source: e.source, EnrichedAt: time.Now(), Error: e.errText,
-	}, schemas.Origin{Topic: e.msg.Topic, Partition: e.msg.Partition, Offset: e.msg.Offset})
+	enrichment := schemas.Enrichment{Status: e.status, Source: e.source, EnrichedAt: time.Now(), Error: e.errText}
+	headers := e.msg.Headers
+	var value []byte
+	if e.update != nil {
+		value = schemas.AppendUpdate((*e.buf)[:0], e.alertID, e.alert, e.user, enrichment, e.origin, *e.update)
+		headers = schemas.UpdateHeaders(headers)
+	} else {
+		value = schemas.AppendOutput((*e.buf)[:0], e.alertID, e.alert, e.user, enrichment, e.origin)
+	}
 	*e.buf = value
-	if size := producer.RecordSize([]byte(e.alertID), value, e.msg.Headers); size > p.cfg.MaxMessageBytes {
+	if size := producer.RecordSize([]byte(e.alertID), value, headers); size > p.cfg.MaxMessageBytes {
 		p.putBuf(e)
 		e.reject = schemas.ReasonTooLarge
 		e.detail = fmt.Sprintf("the enriched event is %d bytes with its key and headers, over ENRICHER_MAX_MESSAGE_BYTES (%d)", size, p.cfg.MaxMessageBytes)
 		p.deadLetter(e)
 		return
 	}
-	p.out.Send(producer.Record{Topic: p.cfg.OutputTopic, Key: []byte(e.alertID), Value: value, Headers: e.msg.Headers, Ack: e})
+	out := producer.Record{Topic: p.cfg.OutputTopic, Key: []byte(e.alertID), Value: value, Headers: headers, Ack: e}
+	// An alert the API could not answer in time is kept to be enriched
+	// later; its input is acknowledged once both records are written.
+	if e.status == schemas.StatusUnavailable && e.update == nil && p.cfg.RetryTopic != "" {
+		if r, ok := p.deferral(e, value); ok {
+			e.deferred = true
+			e.acks.Store(2)
+			p.out.Send(r)
+			p.out.Send(out)
+			return
+		}
+	}
+	e.acks.Store(1)
+	p.out.Send(out)
 }
 
 // deadLetter sends e's input, as it came, to the dead-letter topic with the
@@ -518,6 +563,7 @@ func (p *Pipeline) deadLetter(e *event) {
 	}
 	p.metrics.deadLetters.WithLabelValues(string(e.reject)).Inc()
 	p.dlLog.record(e, time.Now())
+	e.acks.Store(1)
 	p.out.Send(producer.Record{Topic: p.cfg.DLQTopic, Key: key, Value: value, Headers: schemas.DeadLetterHeaders(in, dl), Ack: e})
 }
 
@@ -525,9 +571,20 @@ func (p *Pipeline) deadLetter(e *event) {
 // letters that know it from here.
 const HeaderTruncated = schemas.HeaderTruncated
 
-// Acked is called by the producer once e's record is written.
+// Acked is called by the producer once each of e's records is written.
 func (e *event) Acked() {
+	if e.acks.Add(-1) > 0 {
+		return
+	}
 	p := e.p
+	if e.retried {
+		p.retryAcked(e)
+		return
+	}
+	if e.deferred {
+		p.retries.metrics.deferred.Inc()
+		p.stats.deferred.Add(1)
+	}
 	if e.reject != "" {
 		p.stats.deadLetters.Add(1)
 	} else {
@@ -559,7 +616,12 @@ type Stats struct {
 	// FromCache counts the enriched and not-found events answered by the
 	// cache without a call of their own.
 	FromCache int64
-	InFlight  int
+	// Deferred counts the unavailable events also written to the retry
+	// topic; Updates the updates published for them, GivenUp those given
+	// up after RetryMaxAge. RetryDeadLetters counts retry-topic records
+	// that were no deferral and went to the dead-letter topic.
+	Deferred, Updates, GivenUp, RetryDeadLetters int64
+	InFlight                                     int
 	// InFlightBytes is the size of the input messages held (see
 	// Config.MaxInFlightBytes).
 	InFlightBytes int64
@@ -572,6 +634,7 @@ func (s Stats) Total() int64 {
 
 type counters struct {
 	enriched, notFound, unavailable, failed, skipped, deadLetters, fromCache atomic.Int64
+	deferred, updates, givenUp, retryDeadLetters                             atomic.Int64
 }
 
 func (c *counters) count(s schemas.Status) {
@@ -596,6 +659,8 @@ func (p *Pipeline) Stats() Stats {
 		Unavailable: p.stats.unavailable.Load(), Failed: p.stats.failed.Load(),
 		Skipped: p.stats.skipped.Load(), DeadLetters: p.stats.deadLetters.Load(),
 		FromCache: p.stats.fromCache.Load(), InFlight: len(p.slots), InFlightBytes: p.bytes.held(),
+		Deferred: p.stats.deferred.Load(), Updates: p.stats.updates.Load(), GivenUp: p.stats.givenUp.Load(),
+		RetryDeadLetters: p.stats.retryDeadLetters.Load(),
 	}
 }
 

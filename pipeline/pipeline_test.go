@@ -52,18 +52,24 @@ func testUser(t testing.TB, name string) *defender.User {
 }
 
 type rig struct {
-	c            *kafkatest.Cluster
-	in, out, dlq string
-	group        string
-	pipeline     *pipeline.Pipeline
-	consumer     *consumer.Consumer
-	producer     *producer.Producer
-	cancel       context.CancelFunc
-	done         chan error
-	stopCommits  func()
-	commitsDone  chan struct{}
-	runErrOnce   sync.Once
-	runErr       error
+	c                   *kafkatest.Cluster
+	in, out, dlq, retry string
+	group               string
+	pipeline            *pipeline.Pipeline
+	consumer            *consumer.Consumer
+	producer            *producer.Producer
+	cancel              context.CancelFunc
+	done                chan error
+	stopCommits         func()
+	commitsDone         chan struct{}
+	runErrOnce          sync.Once
+	runErr              error
+	// stopRetries, when set, stops RunRetries and its consumer; it runs
+	// after Run returned and before the producer closes, as in app.Run.
+	stopRetries func()
+	// closeRetries, when set, commits and closes the retry consumer, after
+	// the producer closed.
+	closeRetries func()
 }
 
 func newRig(t *testing.T, cfg pipeline.Config, lookup pipeline.Lookup, partitions int) *rig {
@@ -75,12 +81,20 @@ func newRig(t *testing.T, cfg pipeline.Config, lookup pipeline.Lookup, partition
 // when wrap is not nil.
 func newRigWith(t *testing.T, cfg pipeline.Config, lookup pipeline.Lookup, partitions int, wrap func(*consumer.Consumer) pipeline.Source) *rig {
 	t.Helper()
+	return newRigSink(t, cfg, lookup, partitions, wrap, nil)
+}
+
+// newRigSink is newRigWith with the pipeline writing through
+// wrapSink(producer) when wrapSink is not nil.
+func newRigSink(t *testing.T, cfg pipeline.Config, lookup pipeline.Lookup, partitions int, wrap func(*consumer.Consumer) pipeline.Source, wrapSink func(*producer.Producer) pipeline.Sink) *rig {
+	t.Helper()
 	c := kafkatest.NewFake(t, kfake.NumBrokers(1))
-	r := &rig{c: c, in: c.Topic(t, "in", partitions), out: c.Topic(t, "out", partitions), dlq: c.Topic(t, "dlq", 1), group: "g-" + t.Name()}
+	r := &rig{c: c, in: c.Topic(t, "in", partitions), out: c.Topic(t, "out", partitions), dlq: c.Topic(t, "dlq", 1),
+		retry: c.Topic(t, "retry", 2), group: "g-" + t.Name()}
 	if cfg.OutputTopic == "" {
 		cfg.OutputTopic = r.out
 	}
-	cfg.InputTopic, cfg.DLQTopic = r.in, r.dlq
+	cfg.InputTopic, cfg.DLQTopic, cfg.RetryTopic = r.in, r.dlq, r.retry
 	cfg.Parser, _ = schemas.NewParser(schemas.ParserConfig{})
 	var err error
 	r.consumer, err = consumer.New(consumer.Config{Brokers: c.Brokers(), Topic: r.in, Group: r.group, CommitInterval: 50 * time.Millisecond})
@@ -95,7 +109,11 @@ func newRigWith(t *testing.T, cfg pipeline.Config, lookup pipeline.Lookup, parti
 	if wrap != nil {
 		src = wrap(r.consumer)
 	}
-	r.pipeline, err = pipeline.New(cfg, src, lookup, r.producer)
+	var sink pipeline.Sink = r.producer
+	if wrapSink != nil {
+		sink = wrapSink(r.producer)
+	}
+	r.pipeline, err = pipeline.New(cfg, src, lookup, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,10 +136,16 @@ func (r *rig) stop(t *testing.T) error {
 		case <-time.After(30 * time.Second):
 			t.Error("pipeline did not stop")
 		}
+		if r.stopRetries != nil {
+			r.stopRetries()
+		}
 		_ = r.producer.Close(context.Background())
 		r.stopCommits()
 		<-r.commitsDone
 		_ = r.consumer.Close(context.Background())
+		if r.closeRetries != nil {
+			r.closeRetries()
+		}
 	})
 	return r.runErr
 }

@@ -32,6 +32,10 @@ const (
 	// ReasonTooManyRecords: a streaming-API envelope with more records
 	// than MaxRecords. The whole message is one dead letter.
 	ReasonTooManyRecords Reason = "too_many_records"
+	// ReasonNotDeferred: a record of the retry topic that is not a
+	// deferral the connector wrote (see ParseDeferred). It is kept as it
+	// came rather than guessed at.
+	ReasonNotDeferred Reason = "not_deferred"
 )
 
 // Dead-letter header names. The enricher.* headers are the connector's

@@ -77,12 +77,26 @@ func (c *Cluster) Topic(t testing.TB, prefix string, partitions int) string {
 	rt.ReplicationFactor = -1 // the broker's default, 1 on a single node
 	req.Topics = append(req.Topics, rt)
 	req.TimeoutMillis = int32(opTimeout / time.Millisecond)
-	resp, err := req.RequestWith(ctx, cl)
-	if err == nil && len(resp.Topics) != 1 {
-		err = fmt.Errorf("%d topics in the response", len(resp.Topics))
-	}
-	if err == nil {
-		err = kerr.ErrorForCode(resp.Topics[0].ErrorCode)
+	var err error
+	for {
+		var resp *kmsg.CreateTopicsResponse
+		resp, err = req.RequestWith(ctx, cl)
+		if err == nil && len(resp.Topics) != 1 {
+			err = fmt.Errorf("%d topics in the response", len(resp.Topics))
+		}
+		if err == nil {
+			err = kerr.ErrorForCode(resp.Topics[0].ErrorCode)
+		}
+		// A single KRaft node fences its own broker when a heartbeat is
+		// late, as on a loaded machine, and unfences it a moment later;
+		// until then no topic can be placed.
+		if !errors.Is(err, kerr.InvalidReplicationFactor) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+		}
 	}
 	if err != nil {
 		t.Fatalf("kafkatest: creating topic %s with %d partitions: %v", name, partitions, err)

@@ -207,11 +207,14 @@ share.coordinator.state.topic.min.isr=1
 # Tests must not wait out the default 3 s before a group's first rebalance.
 group.initial.rebalance.delay.ms=0
 
-# After a SIGKILL the restarted controller refuses the broker's new
-# registration until the old incarnation times out; 5 s instead of the
-# default 9 s shortens restart --kill. Heartbeats never leave this JVM, so
-# the shorter timeout does not risk fencing the only broker.
-broker.session.timeout.ms=5000
+# The controller fences the broker, this very process, when its heartbeats
+# stop for this long; until it unfences a moment later no topic can be
+# created and every partition is without a leader. On a loaded 2-core
+# machine heartbeats have been late by more than 5 s, so the timeout is
+# above the default 9 s. After a SIGKILL the restarted controller refuses
+# the broker's new registration until the old incarnation times out, which
+# makes restart --kill wait about as long.
+broker.session.timeout.ms=15000
 broker.heartbeat.interval.ms=1000
 
 num.network.threads=2

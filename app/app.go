@@ -113,7 +113,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 			return nil, err
 		}
 	}
-	if a.budget, err = budget.New(cfg.DefenderRateLimits, nil); err != nil {
+	if a.budget, err = budget.New(cfg.DefenderRateLimits, nil, budget.WithReserve(cfg.DefenderReserve), budget.WithRegisterer(reg)); err != nil {
 		return nil, err
 	}
 	// The breaker is asked before every call, retries included; its open

@@ -11,20 +11,34 @@
 // its window waits a full window after the call ended. This is what makes the
 // guarantee hold as the server measures it, and not only as the client does.
 //
-// What it leaves out: sharing one budget between replicas. The Window type is
-// one process's budget; the Budget interface that defender.Client takes is
-// small so that a shared implementation can take its place.
+// Callers that must wait for a call are served by priority: High alerts
+// before Medium, Medium before Low, Low before Informational (and
+// unknown severities), and re-enrichment of alerts published unavailable
+// earlier only when no other caller waits; first come, first served within
+// one priority. The priority travels in the context (WithPriority). A
+// reserve (WithReserve) keeps the last part of every window for High and
+// Medium alerts, so that a flood of Low ones cannot spend the calls that a
+// High alert arriving later needs.
+//
+// What it leaves out: sharing one budget between replicas, and reading the
+// severity out of an alert (the caller does, and maps it with
+// SeverityPriority). The Window type is one process's budget; the Budget
+// interface that defender.Client takes is small so that a shared
+// implementation can take its place.
 package budget
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/defender-enricher/defender-enricher/clock"
 )
@@ -106,18 +120,51 @@ func formatDuration(d time.Duration) string {
 // ErrClosed is returned by Acquire after Close.
 var ErrClosed = errors.New("budget: closed")
 
+// Option configures a Window.
+type Option func(*options)
+
+type options struct {
+	reserve float64
+	reg     prometheus.Registerer
+}
+
+// WithReserve keeps fraction of every window for PriorityHigh and
+// PriorityMedium callers: a caller of a lower priority starts a call only
+// while the calls counting in every window stay below Calls less the
+// reserve of that window. The reserve of a window is fraction of its Calls,
+// rounded to the nearest whole call (a half up), and at most Calls-1, so
+// that lower priorities always keep one call: a window of 1 call keeps no
+// reserve, 10/1s keeps 2 calls of 20% and leaves 8. fraction must be at
+// least 0 and below 1; without this option a Window keeps no reserve.
+func WithReserve(fraction float64) Option { return func(o *options) { o.reserve = fraction } }
+
+// WithRegisterer registers the Window's metrics with reg:
+// enricher_budget_waiting{priority}, the callers waiting for a call, and
+// enricher_budget_granted_total{priority}, the calls granted. Without it
+// the Window registers nothing.
+func WithRegisterer(reg prometheus.Registerer) Option { return func(o *options) { o.reg = reg } }
+
 // Window is a sliding-window log budget. The zero value is not usable: call
-// New. A Window is safe for concurrent use. Waiters are served in the order
-// they arrived.
+// New. A Window is safe for concurrent use.
+//
+// Waiters are served highest priority first (the Priority of the context
+// given to Acquire), in the order they arrived within one priority. A
+// caller is granted a call at once, without queueing, when no caller of its
+// priority or a higher one waits and the windows (less the reserve, for a
+// priority below PriorityMedium) have room; a PriorityDeferred caller, only
+// when nobody waits at all.
 type Window struct {
 	limits  Limits
+	lower   Limits // the limits of a priority below PriorityMedium: limits less the reserve
 	longest time.Duration
 	clock   clock.Clock
+	granted [numPriorities]prometheus.Counter // nil without a registerer
 
 	mu      sync.Mutex
-	calls   []*call   // granted calls still inside the longest window, in grant order
-	waiters []*waiter // FIFO
-	paused  time.Time // no call starts before this instant (a 429's Retry-After)
+	calls   []*call                  // granted calls still inside the longest window, in grant order
+	queues  [numPriorities][]*waiter // by Priority.index, each first come first served
+	waiting int                      // waiters in every queue
+	paused  time.Time                // no call starts before this instant (a 429's Retry-After)
 	timer   clock.Timer
 	closed  bool
 	scratch []time.Time
@@ -129,14 +176,23 @@ type call struct {
 }
 
 type waiter struct {
+	prio  Priority
 	ready chan *call // receives the granted call
 }
 
 // New returns a budget enforcing every limit at once. clk may be nil for the
-// real clock.
-func New(limits Limits, clk clock.Clock) (*Window, error) {
+// real clock. It fails on an empty or invalid limit, a reserve outside
+// [0, 1), and metrics the registerer refuses (already registered).
+func New(limits Limits, clk clock.Clock, opts ...Option) (*Window, error) {
 	if len(limits) == 0 {
 		return nil, errors.New("budget: no limits")
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if !(o.reserve >= 0 && o.reserve < 1) {
+		return nil, fmt.Errorf("budget: reserve %v is not a fraction of at least 0 and below 1", o.reserve)
 	}
 	if clk == nil {
 		clk = clock.Real{}
@@ -150,7 +206,41 @@ func New(limits Limits, clk clock.Clock) (*Window, error) {
 			w.longest = l.Per
 		}
 	}
+	w.lower = lowerLimits(w.limits, o.reserve)
+	if o.reg != nil {
+		if err := w.register(o.reg); err != nil {
+			return nil, err
+		}
+	}
 	return w, nil
+}
+
+// lowerLimits returns limits less their reserve of fraction: see
+// WithReserve. It returns limits itself when no window keeps a reserve.
+func lowerLimits(limits Limits, fraction float64) Limits {
+	var lower Limits
+	for i, l := range limits {
+		r := min(int(math.Round(fraction*float64(l.Calls))), l.Calls-1)
+		if r <= 0 {
+			continue
+		}
+		if lower == nil {
+			lower = append(Limits(nil), limits...)
+		}
+		lower[i].Calls = l.Calls - r
+	}
+	if lower == nil {
+		return limits
+	}
+	return lower
+}
+
+// limitsFor returns the limits a caller of priority p is held to.
+func (w *Window) limitsFor(p Priority) Limits {
+	if p.mayUseReserve() {
+		return w.limits
+	}
+	return w.lower
 }
 
 // Limits returns the windows the budget enforces.
@@ -158,6 +248,7 @@ func (w *Window) Limits() Limits { return append(Limits(nil), w.limits...) }
 
 // Acquire blocks until a call may start, then returns the function to call
 // once the call has ended (with its response read or its connection failed).
+// The caller's place in the queue is the Priority ctx carries (PriorityFrom).
 // It returns ctx's error if ctx ends first, and ErrClosed after Close. A call
 // granted is counted even if it is never made; the done function must be
 // called exactly once.
@@ -167,28 +258,24 @@ func (w *Window) Acquire(ctx context.Context) (done func(), err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	p := PriorityFrom(ctx)
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if len(w.waiters) == 0 {
-		if c := w.grantLocked(w.clock.Now()); c != nil {
-			w.mu.Unlock()
-			return w.doneFunc(c), nil
-		}
-	}
-	wt := &waiter{ready: make(chan *call, 1)}
-	w.waiters = append(w.waiters, wt)
-	w.scheduleLocked()
+	c, wt := w.admitLocked(p)
 	w.mu.Unlock()
+	if c != nil {
+		return w.grantedFunc(p, c), nil
+	}
 
 	select {
 	case c := <-wt.ready:
 		if c == nil {
 			return nil, ErrClosed
 		}
-		return w.doneFunc(c), nil
+		return w.grantedFunc(p, c), nil
 	case <-ctx.Done():
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -205,6 +292,36 @@ func (w *Window) Acquire(ctx context.Context) (done func(), err error) {
 		w.scheduleLocked()
 		return nil, ctx.Err()
 	}
+}
+
+// admitLocked grants a caller of priority p a call at once, or queues it
+// and returns its waiter.
+func (w *Window) admitLocked(p Priority) (*call, *waiter) {
+	if !w.queuedLocked(p) {
+		if c := w.grantLocked(w.clock.Now(), w.limitsFor(p)); c != nil {
+			return c, nil
+		}
+	}
+	wt := &waiter{prio: p, ready: make(chan *call, 1)}
+	w.queues[p.index()] = append(w.queues[p.index()], wt)
+	w.waiting++
+	w.scheduleLocked()
+	return nil, wt
+}
+
+// queuedLocked reports whether a caller of priority p would stand behind a
+// waiter: one of p or a higher priority waits, or, for PriorityDeferred,
+// anyone at all.
+func (w *Window) queuedLocked(p Priority) bool {
+	if w.waiting == 0 {
+		return false
+	}
+	for i := p.index(); i < numPriorities; i++ {
+		if len(w.queues[i]) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // PauseUntil stops every call from starting before t: after a 429, Defender's
@@ -229,11 +346,11 @@ func (w *Window) PausedUntil() time.Time {
 	return time.Time{}
 }
 
-// Waiting reports how many callers wait for a call.
+// Waiting reports how many callers wait for a call, of every priority.
 func (w *Window) Waiting() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.waiters)
+	return w.waiting
 }
 
 // Close wakes every waiter with ErrClosed and refuses later calls.
@@ -241,14 +358,26 @@ func (w *Window) Close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
-	for _, wt := range w.waiters {
-		wt.ready <- nil
+	for i, q := range w.queues {
+		for _, wt := range q {
+			wt.ready <- nil
+		}
+		w.queues[i] = nil
 	}
-	w.waiters = nil
+	w.waiting = 0
 	if w.timer != nil {
 		w.timer.Stop()
 		w.timer = nil
 	}
+}
+
+// grantedFunc counts a call granted to a caller of priority p and returns
+// its done function.
+func (w *Window) grantedFunc(p Priority, c *call) func() {
+	if g := w.granted[p.index()]; g != nil {
+		g.Inc()
+	}
+	return w.doneFunc(c)
 }
 
 func (w *Window) doneFunc(c *call) func() {
@@ -266,10 +395,10 @@ func (w *Window) doneFunc(c *call) func() {
 	}
 }
 
-// grantLocked records and returns a call starting at now if every window and
-// the pause allow it, or returns nil.
-func (w *Window) grantLocked(now time.Time) *call {
-	if next, ok := w.nextLocked(now); !ok || next.After(now) {
+// grantLocked records and returns a call starting at now if every window of
+// limits and the pause allow it, or returns nil.
+func (w *Window) grantLocked(now time.Time, limits Limits) *call {
+	if next, ok := w.nextLocked(now, limits); !ok || next.After(now) {
 		return nil
 	}
 	c := &call{at: now, running: true}
@@ -287,23 +416,40 @@ func (w *Window) forgetLocked(c *call) {
 }
 
 func (w *Window) removeWaiterLocked(wt *waiter) {
-	for i, x := range w.waiters {
+	q := w.queues[wt.prio.index()]
+	for i, x := range q {
 		if x == wt {
-			w.waiters = append(w.waiters[:i], w.waiters[i+1:]...)
+			w.queues[wt.prio.index()] = append(q[:i], q[i+1:]...)
+			w.waiting--
 			return
 		}
 	}
 }
 
+// headLocked returns the first waiter of the highest priority that has
+// one, or nil.
+func (w *Window) headLocked() *waiter {
+	if w.waiting == 0 {
+		return nil
+	}
+	for i := numPriorities - 1; i >= 0; i-- {
+		if q := w.queues[i]; len(q) > 0 {
+			return q[0]
+		}
+	}
+	return nil
+}
+
 // nextLocked returns the earliest instant at or after now when a call may
-// start; ok is false when that depends on running calls ending first.
-func (w *Window) nextLocked(now time.Time) (next time.Time, ok bool) {
+// start under limits (w.limits or w.lower, whose windows are the same); ok
+// is false when that depends on running calls ending first.
+func (w *Window) nextLocked(now time.Time, limits Limits) (next time.Time, ok bool) {
 	w.pruneLocked(now)
 	next = now
 	if w.paused.After(next) {
 		next = w.paused
 	}
-	for _, l := range w.limits {
+	for _, l := range limits {
 		// The calls that still count in this window at now: the running ones
 		// and those that ended after now-Per. A new call may start once fewer
 		// than Calls remain, that is once the oldest (count-Calls+1) of the
@@ -326,7 +472,7 @@ func (w *Window) nextLocked(now time.Time) (next time.Time, ok bool) {
 		if excess > len(ended) {
 			return time.Time{}, false
 		}
-		sort.Slice(ended, func(i, j int) bool { return ended[i].Before(ended[j]) })
+		slices.SortFunc(ended, time.Time.Compare)
 		if t := ended[excess-1].Add(l.Per); t.After(next) {
 			next = t
 		}
@@ -346,26 +492,40 @@ func (w *Window) pruneLocked(now time.Time) {
 }
 
 // scheduleLocked grants what can be granted now to the waiters at the head
-// of the queue and arms a timer for when the next one may go.
+// of the queue, highest priority first, and arms a timer for when the head
+// may go.
+//
+// The limits of a priority are never looser than those of a higher one
+// (the reserve only takes calls away), so when the head cannot go nobody
+// behind it can: the loop stops at the first refusal, and the head's own
+// instant, computed with its own limits, is the earliest any waiter may go.
+// A caller held by the reserve is the head only when no higher priority
+// waits, and one that arrives later goes before it (Acquire).
 func (w *Window) scheduleLocked() {
 	if w.timer != nil {
 		w.timer.Stop()
 		w.timer = nil
 	}
 	now := w.clock.Now()
-	for len(w.waiters) > 0 {
-		c := w.grantLocked(now)
+	for {
+		wt := w.headLocked()
+		if wt == nil {
+			break
+		}
+		c := w.grantLocked(now, w.limitsFor(wt.prio))
 		if c == nil {
 			break
 		}
-		wt := w.waiters[0]
-		w.waiters = w.waiters[1:]
+		i := wt.prio.index()
+		w.queues[i] = w.queues[i][1:]
+		w.waiting--
 		wt.ready <- c
 	}
-	if len(w.waiters) == 0 || w.closed {
+	head := w.headLocked()
+	if head == nil || w.closed {
 		return
 	}
-	next, ok := w.nextLocked(now)
+	next, ok := w.nextLocked(now, w.limitsFor(head.prio))
 	if !ok {
 		return // a running call's end will reschedule
 	}
@@ -374,4 +534,45 @@ func (w *Window) scheduleLocked() {
 		defer w.mu.Unlock()
 		w.scheduleLocked()
 	})
+}
+
+// register creates the metrics and registers them with reg.
+func (w *Window) register(reg prometheus.Registerer) error {
+	granted := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "enricher_budget_granted_total",
+		Help: "Calls the budget granted, by priority of the lookup (high, medium, low, informational, deferred).",
+	}, []string{"priority"})
+	for _, p := range priorities {
+		w.granted[p.index()] = granted.WithLabelValues(p.String())
+	}
+	waiting := waitingCollector{w: w, desc: prometheus.NewDesc("enricher_budget_waiting",
+		"Callers waiting for a call of the budget, by priority of the lookup (high, medium, low, informational, deferred).",
+		[]string{"priority"}, nil)}
+	for _, c := range []prometheus.Collector{granted, waiting} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("budget: registering metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// waitingCollector reports the length of each priority's queue at scrape
+// time.
+type waitingCollector struct {
+	w    *Window
+	desc *prometheus.Desc
+}
+
+func (c waitingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c waitingCollector) Collect(ch chan<- prometheus.Metric) {
+	var n [numPriorities]int
+	c.w.mu.Lock()
+	for i, q := range c.w.queues {
+		n[i] = len(q)
+	}
+	c.w.mu.Unlock()
+	for _, p := range priorities {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n[p.index()]), p.String())
+	}
 }

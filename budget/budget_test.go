@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/defender-enricher/defender-enricher/clock"
 )
@@ -51,7 +54,11 @@ func TestParseLimits(t *testing.T) {
 	}
 }
 
-type span struct{ start, end time.Time }
+type span struct {
+	start, end time.Time
+	seq        int      // grant order: calls granted at one instant differ only by it
+	prio       Priority // of the caller
+}
 
 // checkSpans proves the guarantee as a server sees it: whenever a server
 // counts each call, at a moment of its choosing between the call's start and
@@ -83,56 +90,176 @@ func checkSpans(t *testing.T, spans []span, limits Limits) (busiest []int) {
 	return busiest
 }
 
-// TestWindowNeverExceeds drives the budget on a manual clock with calls of
-// random length, always asking for the next call as soon as one may start,
-// and checks the guarantee over every interval. It drives the budget's own
-// decision (grantLocked, nextLocked) step by step, so that it is exact and
-// fast; the blocking Acquire around it is tested below.
+// checkReserve proves the reserve: a call of a priority below PriorityMedium
+// started only while fewer than the lower limit's Calls calls, granted
+// before it, still counted in the window (running, or ended less than Per
+// before it started). It returns, per window, the most calls counting when
+// such a call started, itself included.
+func checkReserve(t *testing.T, spans []span, lower Limits) (busiest []int) {
+	t.Helper()
+	for _, l := range lower {
+		worst := 0
+		for _, s := range spans {
+			if s.prio.mayUseReserve() {
+				continue
+			}
+			n := 1
+			for _, o := range spans {
+				if o.seq < s.seq && o.end.After(s.start.Add(-l.Per)) {
+					n++
+				}
+			}
+			worst = max(worst, n)
+			if n > l.Calls {
+				t.Fatalf("window %v less its reserve: a %v call started with %d calls counting, itself included, at %v", l, s.prio, n, s.start)
+			}
+		}
+		t.Logf("window %v less its reserve: at most %d calls counting when a call below medium started", l, worst)
+		busiest = append(busiest, worst)
+	}
+	return busiest
+}
+
+// TestWindowNeverExceeds drives the budget on a manual clock with callers
+// of random priority and calls of random length, and checks the guarantee
+// over every interval, and the reserve for the calls below PriorityMedium.
+// Four callers below PriorityMedium always wait (a flood of Low,
+// Informational and deferred lookups); High and Medium callers arrive at
+// random instants, about a third as many as the budget allows. It drives
+// the budget's own admission, queue and timers (admitLocked, the scheduler
+// and the clock's timers) without goroutines, moving the clock to the
+// earliest of the instant the head of the queue may go, the next arrival
+// and the next end of a call, so that it is exact and fast; the blocking
+// Acquire around it is tested below.
 func TestWindowNeverExceeds(t *testing.T) {
-	for _, limits := range []Limits{
-		{{5, time.Second}, {20, 10 * time.Second}},
-		{{100, time.Minute}, {1500, time.Hour}},
-		{{1, 100 * time.Millisecond}},
+	for _, tc := range []struct {
+		limits  Limits
+		reserve float64
+	}{
+		{Limits{{5, time.Second}, {20, 10 * time.Second}}, 0},
+		{Limits{{5, time.Second}, {20, 10 * time.Second}}, 0.2},
+		{Limits{{100, time.Minute}, {1500, time.Hour}}, 0.2},
+		{Limits{{1, 100 * time.Millisecond}}, 0.5},
 	} {
-		t.Run(limits.String(), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%v reserve %v", tc.limits, tc.reserve), func(t *testing.T) {
 			clk := clock.NewManual(time.Unix(1_700_000_000, 0))
-			w, err := New(limits, clk)
+			w, err := New(tc.limits, clk, WithReserve(tc.reserve))
 			if err != nil {
 				t.Fatal(err)
 			}
 			rng := rand.New(rand.NewPCG(1, 2))
+			// High and Medium callers arrive every 0 to 2*gap, about a
+			// third of the tightest window's rate.
+			gap := time.Duration(math.MaxInt64)
+			for _, l := range tc.limits {
+				gap = min(gap, 3*l.Per/time.Duration(l.Calls))
+			}
 			type running struct {
 				span
 				done func()
 			}
-			var open []running
-			var spans []span
-			const total = 2500
-			for len(spans) < total {
-				if len(spans)+len(open) < total {
-					if done := tryAcquire(w); done != nil {
-						// Each call lasts 0 to 2 s, as slow answers do.
-						end := clk.Now().Add(time.Duration(rng.IntN(2000)) * time.Millisecond)
-						open = append(open, running{span{start: clk.Now(), end: end}, done})
-						continue
+			var (
+				open     []running
+				spans    []span
+				queued   []*waiter // highest priority first, then in arrival order
+				arrived  int
+				nextHigh = clk.Now()
+			)
+			const total, flood = 2500, 4
+			start := func(c *call, p Priority) {
+				// Each call lasts 0 to 2 s, as slow answers do.
+				end := c.at.Add(time.Duration(rng.IntN(2000)) * time.Millisecond)
+				open = append(open, running{span{start: c.at, end: end, seq: len(spans) + len(open), prio: p}, w.doneFunc(c)})
+			}
+			// collect starts the calls granted to queued callers, in the
+			// order the budget grants them: priority first, then arrival.
+			collect := func() {
+				left := queued[:0]
+				for _, wt := range queued {
+					select {
+					case c := <-wt.ready:
+						start(c, wt.prio)
+					default:
+						left = append(left, wt)
 					}
 				}
-				sort.Slice(open, func(i, j int) bool { return open[i].end.Before(open[j].end) })
-				next, ok := nextInstant(w)
-				if ok && len(spans)+len(open) < total && (len(open) == 0 || !next.After(open[0].end)) {
-					clk.Set(next)
+				queued = left
+			}
+			arrive := func(p Priority) {
+				arrived++
+				w.mu.Lock()
+				c, wt := w.admitLocked(p)
+				w.mu.Unlock()
+				if c != nil {
+					start(c, p)
+				} else {
+					queued = append(queued, wt)
+					sort.SliceStable(queued, func(i, j int) bool { return queued[i].prio > queued[j].prio })
+				}
+				collect()
+			}
+			lowQueued := func() (n int) {
+				for _, wt := range queued {
+					if !wt.prio.mayUseReserve() {
+						n++
+					}
+				}
+				return n
+			}
+			for len(spans) < total {
+				if arrived < total && lowQueued() < flood {
+					arrive([]Priority{PriorityDeferred, PriorityInformational, PriorityLow}[rng.IntN(3)])
 					continue
 				}
-				clk.Set(maxTime(clk.Now(), open[0].end))
-				open[0].done()
-				spans = append(spans, open[0].span)
-				open = open[1:]
+				if arrived < total && !clk.Now().Before(nextHigh) {
+					arrive([]Priority{PriorityMedium, PriorityHigh}[rng.IntN(2)])
+					nextHigh = nextHigh.Add(time.Duration(rng.Int64N(int64(2 * gap))))
+					continue
+				}
+				// The earliest of: the head may go, a caller arrives, a
+				// call ends (the head first, at one instant).
+				sort.Slice(open, func(i, j int) bool { return open[i].end.Before(open[j].end) })
+				var target time.Time
+				ending := false
+				if len(queued) > 0 {
+					next, ok := nextInstant(w, queued[0].prio)
+					if ok && !next.After(clk.Now()) {
+						t.Fatalf("a %v caller may go at %v but waits", queued[0].prio, next)
+					}
+					if ok {
+						target = next
+					}
+				}
+				if arrived < total && (target.IsZero() || nextHigh.Before(target)) {
+					target = nextHigh
+				}
+				if len(open) > 0 && (target.IsZero() || open[0].end.Before(target)) {
+					target, ending = maxTime(clk.Now(), open[0].end), true
+				}
+				if target.IsZero() {
+					t.Fatalf("%d callers wait with no call running, no arrival and no instant to go", len(queued))
+				}
+				clk.Set(target) // the budget's timer grants the head when it is due
+				if ending {
+					open[0].done()
+					spans = append(spans, open[0].span)
+					open = open[1:]
+				}
+				collect()
 			}
-			busiest := checkSpans(t, spans, limits)
-			// Liveness: the budget was used, not just respected.
-			for i, l := range limits {
+			if w.Waiting() != 0 || len(queued) != 0 {
+				t.Fatalf("%d callers still wait (%d seen)", w.Waiting(), len(queued))
+			}
+			busiest := checkSpans(t, spans, tc.limits)
+			lowest := checkReserve(t, spans, w.lower)
+			// Liveness: the budget was used, not just respected, by the
+			// callers that may spend the reserve and by those that may not.
+			for i, l := range tc.limits {
 				if busiest[i] != l.Calls {
 					t.Errorf("window %v: at most %d calls together, want the limit reached", l, busiest[i])
+				}
+				if lowest[i] != w.lower[i].Calls {
+					t.Errorf("window %v: at most %d calls counting when a call below medium started, want %d", l, lowest[i], w.lower[i].Calls)
 				}
 			}
 			t.Logf("%d calls in %v", len(spans), spans[len(spans)-1].start.Sub(spans[0].start))
@@ -140,19 +267,10 @@ func TestWindowNeverExceeds(t *testing.T) {
 	}
 }
 
-func tryAcquire(w *Window) func() {
+func nextInstant(w *Window, p Priority) (time.Time, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if c := w.grantLocked(w.clock.Now()); c != nil {
-		return w.doneFunc(c)
-	}
-	return nil
-}
-
-func nextInstant(w *Window) (time.Time, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.nextLocked(w.clock.Now())
+	return w.nextLocked(w.clock.Now(), w.limitsFor(p))
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -192,12 +310,12 @@ func receive[T any](t *testing.T, what string, ch <-chan T) T {
 // either granted or queued. A manual clock moves only when the test moves
 // it, and the budget grants queued waiters inside the Advance that frees
 // them, so a waiter still queued once Advance returns was not granted.
-func acquireAsync(t *testing.T, w *Window) (granted <-chan func()) {
+func acquireAsync(t *testing.T, w *Window, p Priority) (granted <-chan func()) {
 	t.Helper()
 	before := w.Waiting()
 	ch := make(chan func(), 1)
 	go func() {
-		d, err := w.Acquire(context.Background())
+		d, err := w.Acquire(WithPriority(context.Background(), p))
 		if err == nil {
 			ch <- d
 		}
@@ -210,7 +328,13 @@ func acquireAsync(t *testing.T, w *Window) (granted <-chan func()) {
 // current time: it is queued, and it gives up when its caller does.
 func wantWaits(t *testing.T, w *Window, what string) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	wantWaitsAt(t, w, PriorityInformational, what)
+}
+
+// wantWaitsAt is wantWaits for a caller of priority p.
+func wantWaitsAt(t *testing.T, w *Window, p Priority, what string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(WithPriority(context.Background(), p))
 	defer cancel()
 	before := w.Waiting()
 	errc := make(chan error, 1)
@@ -258,7 +382,7 @@ func TestRunningCallHoldsItsSlot(t *testing.T) {
 	clk.Advance(5 * time.Second) // the call is slow: still running
 	wantWaits(t, w, "a second call while the first one, in a 1/1s window, was still running")
 	done() // ends at t=5s: the next call may start at t=6s
-	got := acquireAsync(t, w)
+	got := acquireAsync(t, w, PriorityInformational)
 	clk.Advance(999 * time.Millisecond)
 	if len(got) != 0 || w.Waiting() != 1 {
 		t.Fatal("granted a call less than a window after the previous one ended")
@@ -277,7 +401,7 @@ func TestPauseUntilHoldsEveryCall(t *testing.T) {
 	w.PauseUntil(clk.Now().Add(time.Second)) // a shorter pause does not shorten it
 	var got []<-chan func()
 	for i := 0; i < 3; i++ {
-		got = append(got, acquireAsync(t, w))
+		got = append(got, acquireAsync(t, w, PriorityInformational))
 	}
 	clk.Advance(1999 * time.Millisecond)
 	for _, ch := range got {
@@ -369,9 +493,42 @@ func TestClose(t *testing.T) {
 	}
 }
 
+// BenchmarkAcquireFree is one Acquire and its done when a call is always
+// free, from a context without a priority, on a budget without a reserve.
 func BenchmarkAcquireFree(b *testing.B) {
 	w, _ := New(Limits{{1 << 30 >> 14, time.Nanosecond * 1000}}, nil)
 	ctx := context.Background()
+	for b.Loop() {
+		d, err := w.Acquire(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d()
+	}
+}
+
+// BenchmarkAcquireFreeParallel is BenchmarkAcquireFree from every core at
+// once, contending for the budget's lock.
+func BenchmarkAcquireFreeParallel(b *testing.B) {
+	w, _ := New(Limits{{1 << 30 >> 14, time.Nanosecond * 1000}}, nil)
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			d, err := w.Acquire(ctx)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			d()
+		}
+	})
+}
+
+// BenchmarkAcquireFreeWithPriority is BenchmarkAcquireFree as the connector
+// runs it: a Low priority in the context, the 20% reserve, the metrics.
+func BenchmarkAcquireFreeWithPriority(b *testing.B) {
+	w, _ := New(Limits{{1 << 30 >> 14, time.Nanosecond * 1000}}, nil, WithReserve(0.2), WithRegisterer(prometheus.NewRegistry()))
+	ctx := WithPriority(context.Background(), PriorityLow)
 	for b.Loop() {
 		d, err := w.Acquire(ctx)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 
 	"sort"
@@ -77,6 +78,7 @@ type Config struct {
 	DefenderAPIURL        string
 	DefenderScope         string
 	DefenderRateLimits    budget.Limits
+	DefenderReserve       float64 // fraction of every budget window kept for High and Medium alerts
 	DefenderTimeout       time.Duration
 	AzureCredential       defender.CredentialKind
 	AzureDisableDiscovery bool
@@ -116,6 +118,7 @@ func Default() Config {
 		AlertIDPointer:     "/id",
 		DefenderAPIURL:     defender.DefaultAPIURL,
 		DefenderRateLimits: limits,
+		DefenderReserve:    0.2,
 		DefenderTimeout:    15 * time.Second,
 		AzureCredential:    defender.CredentialDefault,
 		CacheSize:          20_000,
@@ -168,6 +171,7 @@ func (c *Config) options() []option {
 		{"defender-api-url", "Defender API base URL (geo hosts and government clouds too)", stringValue{&c.DefenderAPIURL}},
 		{"defender-scope", "OAuth scope of the token (default: derived from the API URL's cloud)", stringValue{&c.DefenderScope}},
 		{"defender-rate-limits", "client-side call budget, CALLS/WINDOW pairs that all hold at once; retries count", limitsValue{&c.DefenderRateLimits}},
+		{"defender-reserve", "share of every window of the call budget that only High and Medium alerts may use: N% from 0% to 90%, or a fraction such as 0.2", reserveValue{&c.DefenderReserve}},
 		{"defender-timeout", "longest one API call may take", durationValue{&c.DefenderTimeout}},
 		{"azure-credential", "default, client-secret, client-certificate, workload-identity, managed-identity, azure-cli", enumValue[defender.CredentialKind]{&c.AzureCredential, defender.CredentialKinds}},
 		{"azure-disable-instance-discovery", "trust the authority host as given (private or simulated authorities)", boolValue{&c.AzureDisableDiscovery}},
@@ -396,6 +400,7 @@ func (c *Config) Validate() error {
 		{"retry-max-age", c.RetryMaxAge >= time.Minute, "at least 1m"},
 		{"shutdown-timeout", c.ShutdownTimeout >= 100*time.Millisecond, "at least 100ms"},
 		{"defender-rate-limits", len(c.DefenderRateLimits) > 0, "at least one CALLS/WINDOW pair such as 100/1m"},
+		{"defender-reserve", c.DefenderReserve >= 0 && c.DefenderReserve <= 0.9, "from 0% to 90%, such as 20% (a number without % is a fraction: 0.2)"},
 	}
 	for _, ch := range checks {
 		if !ch.ok {
@@ -608,6 +613,33 @@ func (v limitsValue) Set(s string) error {
 		return err
 	}
 	*v.p = l
+	return nil
+}
+
+// reserveValue is a share written N% (20%) or as a fraction (0.2).
+type reserveValue struct{ p *float64 }
+
+func (reserveValue) typeName() string { return "percent" }
+
+func (v reserveValue) String() string {
+	if v.p == nil {
+		return "0%"
+	}
+	// Rounded to a hundredth of a percent: 7% is 0.07, whose product with
+	// 100 is not exactly 7.
+	return strconv.FormatFloat(math.Round(*v.p*1e4)/1e2, 'f', -1, 64) + "%"
+}
+
+func (v reserveValue) Set(s string) error {
+	num, percent := strings.CutSuffix(strings.TrimSpace(s), "%")
+	f, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return fmt.Errorf("%q is not a share such as 20%% or 0.2", s)
+	}
+	if percent {
+		f /= 100
+	}
+	*v.p = f
 	return nil
 }
 

@@ -23,7 +23,8 @@ func TestDefaultsAreValid(t *testing.T) {
 	if c.InputTopic != "defender.alerts" || c.OutputTopic != "defender.alerts.enriched" || c.DLQTopic != "defender.alerts.dlq" ||
 		c.ConsumerGroup != "defender-enricher" || c.StartOffset != Earliest || c.OnUnavailable != Passthrough ||
 		c.DefenderRateLimits.String() != "100/1m,1500/1h" || c.HTTPAddr != ":8080" || c.AzureCredential != "default" ||
-		c.MaxRecords != 1000 || c.MaxInFlightBytes != 32<<20 || c.RetryTopic != "defender.alerts.retry" || c.RetryMaxAge != 24*time.Hour {
+		c.MaxRecords != 1000 || c.MaxInFlightBytes != 32<<20 || c.RetryTopic != "defender.alerts.retry" || c.RetryMaxAge != 24*time.Hour ||
+		c.DefenderReserve != 0.2 {
 		t.Errorf("defaults differ from the contract: %+v", c)
 	}
 	if err := c.RequireBrokers(); err == nil || !strings.Contains(err.Error(), "ENRICHER_KAFKA_BROKERS") {
@@ -113,6 +114,9 @@ func TestBadOptions(t *testing.T) {
 		{env: map[string]string{"ENRICHER_AZURE_CREDENTIAL": "password"}, name: "ENRICHER_AZURE_CREDENTIAL"},
 		{env: map[string]string{"ENRICHER_DEFENDER_RATE_LIMITS": "100"}, name: "ENRICHER_DEFENDER_RATE_LIMITS"},
 		{env: map[string]string{"ENRICHER_DEFENDER_RATE_LIMITS": "0/1m"}, name: "ENRICHER_DEFENDER_RATE_LIMITS"},
+		{env: map[string]string{"ENRICHER_DEFENDER_RESERVE": "a fifth"}, name: "ENRICHER_DEFENDER_RESERVE"},
+		{env: map[string]string{"ENRICHER_DEFENDER_RESERVE": "95%"}, name: "ENRICHER_DEFENDER_RESERVE"},
+		{args: []string{"--defender-reserve", "lots"}, name: "defender-reserve"},
 		{env: map[string]string{"ENRICHER_DEFENDER_API_URL": "http://api.securitycenter.microsoft.com"}, name: "ENRICHER_DEFENDER_API_URL"},
 		{env: map[string]string{"ENRICHER_DEFENDER_API_URL": "https://evil.example"}, name: "ENRICHER_DEFENDER_SCOPE"},
 		{env: map[string]string{"ENRICHER_DEFENDER_SCOPE": "not-a-scope"}, name: "ENRICHER_DEFENDER_SCOPE"},
@@ -152,6 +156,74 @@ func TestBadOptions(t *testing.T) {
 			t.Errorf("%v %v: error %q should be one line naming %s", tt.env, tt.args, err, tt.name)
 		}
 	}
+}
+
+// TestDefenderReserve: the reserve is N% from 0% to 90%, or a fraction from
+// 0 to 0.9; anything else stops start-up with one line naming the option.
+func TestDefenderReserve(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    float64
+		wantErr bool
+	}{
+		{in: "20%", want: 0.2},
+		{in: "0%", want: 0},
+		{in: "90%", want: 0.9},
+		{in: "12.5%", want: 0.125},
+		{in: " 25 % ", want: 0.25},
+		{in: "0.2", want: 0.2},
+		{in: "0", want: 0},
+		{in: "0.9", want: 0.9},
+		{in: "91%", wantErr: true},
+		{in: "100%", wantErr: true},
+		{in: "-1%", wantErr: true},
+		{in: "-0.1", wantErr: true},
+		{in: "20", wantErr: true}, // a fraction of 20, not 20%
+		{in: "0.95", wantErr: true},
+		{in: "%", wantErr: true},
+		{in: "20%%", wantErr: true},
+		{in: "twenty%", wantErr: true},
+		{in: "NaN", wantErr: true},
+		{in: "Inf%", wantErr: true},
+		{in: "1e400%", wantErr: true},
+	}
+	for _, tt := range tests {
+		for _, from := range []struct {
+			env  map[string]string
+			args []string
+			name string
+		}{
+			{env: map[string]string{"ENRICHER_DEFENDER_RESERVE": tt.in}, name: "ENRICHER_DEFENDER_RESERVE"},
+			{args: []string{"--defender-reserve=" + tt.in}, name: "--defender-reserve"},
+		} {
+			c, err := load(t, from.env, from.args...)
+			if tt.wantErr {
+				if err == nil || !strings.Contains(err.Error(), from.name) || strings.Contains(err.Error(), "\n") {
+					t.Errorf("%v %v: err = %v, want one line naming %s", from.env, from.args, err, from.name)
+				}
+				continue
+			}
+			if err != nil {
+				t.Errorf("%v %v: %v", from.env, from.args, err)
+				continue
+			}
+			if c.DefenderReserve != tt.want {
+				t.Errorf("%v %v: reserve %v, want %v", from.env, from.args, c.DefenderReserve, tt.want)
+			}
+		}
+	}
+}
+
+func TestDefenderReserveDefaultReads20Percent(t *testing.T) {
+	for _, r := range Describe() {
+		if r[0] == "ENRICHER_DEFENDER_RESERVE" {
+			if r[1] != "20%" {
+				t.Errorf("default shown as %q, want 20%%", r[1])
+			}
+			return
+		}
+	}
+	t.Error("ENRICHER_DEFENDER_RESERVE is not an option")
 }
 
 // TestREADMEListsEveryOption keeps the configuration table honest.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/defender-enricher/defender-enricher/budget"
 	"github.com/defender-enricher/defender-enricher/consumer"
 	"github.com/defender-enricher/defender-enricher/defender"
 	"github.com/defender-enricher/defender-enricher/producer"
@@ -156,7 +157,7 @@ func (p *Pipeline) retry(ctx context.Context, msg *consumer.Message) {
 			p.giveUp(e, d)
 			return
 		}
-		lookupCtx, cancel := context.WithDeadline(deferredContext(ctx), giveUpAt)
+		lookupCtx, cancel := context.WithDeadline(budget.WithPriority(ctx, budget.PriorityDeferred), giveUpAt)
 		r, err := p.lookup.Lookup(lookupCtx, e.alertID)
 		cancel()
 		if ctx.Err() != nil {
@@ -222,6 +223,3 @@ func (p *Pipeline) retryDone(e *event) {
 	e.msg.Done()
 	<-p.retries.slots
 }
-
-// deferredContext marks a lookup of a deferred event for the budget.
-func deferredContext(ctx context.Context) context.Context { return ctx }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/defender-enricher/defender-enricher/budget"
 	"github.com/defender-enricher/defender-enricher/consumer"
 	"github.com/defender-enricher/defender-enricher/defender"
 	"github.com/defender-enricher/defender-enricher/kafkatest"
@@ -77,12 +79,23 @@ func (r *rig) readUpdates(t *testing.T, n int) []update {
 type switchable struct {
 	down atomic.Bool
 	fakeLookup
+	mu         sync.Mutex
+	priorities []budget.Priority // of every lookup, in order
+}
+
+func (s *switchable) prioritiesSeen() []budget.Priority {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.priorities)
 }
 
 func newSwitchable(t *testing.T) *switchable {
 	s := &switchable{}
 	s.down.Store(true)
 	s.answer = func(ctx context.Context, id string) (*defender.User, error) {
+		s.mu.Lock()
+		s.priorities = append(s.priorities, budget.PriorityFrom(ctx))
+		s.mu.Unlock()
 		if s.down.Load() {
 			return nil, fmt.Errorf("%w: circuit breaker open", defender.ErrUnavailable)
 		}
@@ -115,8 +128,17 @@ func TestUnavailableIsUpdatedLater(t *testing.T) {
 	}
 
 	lk.down.Store(false)
+	fresh := len(lk.prioritiesSeen())
 	r.startRetries(t)
 	all := r.readUpdates(t, 6)
+	for i, p := range lk.prioritiesSeen() {
+		if want := budget.PriorityDeferred; i >= fresh && p != want {
+			t.Errorf("lookup %d, of a deferred event, at priority %v, want %v", i, p, want)
+		}
+		if want := budget.PriorityInformational; i < fresh && p != want {
+			t.Errorf("lookup %d, of an alert without severity, at priority %v, want %v", i, p, want)
+		}
+	}
 	byOrigin := map[int64]update{}
 	for _, e := range first {
 		byOrigin[e.Origin.Offset] = e

@@ -19,7 +19,9 @@ func TestDeferredEventsSurviveKill(t *testing.T) {
 	kafkatest.Each(t, func(t *testing.T, c *kafkatest.Cluster) {
 		e := newEnv(t, c, 4)
 		tl := newTail(t, e)
-		vars := binaryVars(e, map[string]string{"ENRICHER_MAX_ENRICH_WAIT": "500ms"})
+		// A short session: the group hands a killed process's partitions
+		// on after 6 s, not 30, and the test is about deferral, not that.
+		vars := binaryVars(e, map[string]string{"ENRICHER_MAX_ENRICH_WAIT": "500ms", "ENRICHER_KAFKA_SESSION_TIMEOUT": "6s"})
 		e.sim.SetOutage(503)
 
 		first := startBinary(t, vars, "run")

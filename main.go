@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/defender-enricher/defender-enricher/app"
 	"github.com/defender-enricher/defender-enricher/config"
@@ -180,10 +181,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	events := fs.Int("events", 300, "stop after exactly this many events were published (output and dead letters)")
+	events := fs.Int("events", 600, "stop after exactly this many events were published (output and dead letters)")
 	rate := fs.Int("rate", 100, "alerts generated per second")
 	verbose := fs.Bool("v", false, "show the connector's own logs")
 	raw := fs.Bool("json", false, "print output records as they are on the topic")
+	outage := fs.Duration("outage", 500*time.Millisecond, "Defender answers 503 for this long, a sixth of the way through: alerts go out unavailable, then come again as updates (0: no outage)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, "Usage: defender-enricher demo [flags]\n\nThe whole pipeline on an embedded Kafka broker and an Entra ID + Defender simulator, with\na generator of realistic alerts; prints each published event, then a summary.\n\n")
@@ -197,15 +199,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "defender-enricher demo: unexpected argument %q (-h lists the flags)\n", fs.Arg(0))
 		return 2
 	}
-	if *events < 1 || *rate < 1 {
-		fmt.Fprintln(stderr, "defender-enricher demo: --events and --rate must be at least 1")
+	if *events < 1 || *rate < 1 || *outage < 0 {
+		fmt.Fprintln(stderr, "defender-enricher demo: --events and --rate must be at least 1, --outage at least 0")
 		return 2
 	}
 	logOut := io.Discard
 	if *verbose {
 		logOut = stderr
 	}
-	if err := demo.Run(ctx, demo.Options{Events: *events, Rate: *rate, Out: stdout, Log: logOut, JSON: *raw}); err != nil {
+	if err := demo.Run(ctx, demo.Options{Events: *events, Rate: *rate, Out: stdout, Log: logOut, JSON: *raw, Outage: *outage}); err != nil {
 		fmt.Fprintf(stderr, "defender-enricher demo: %v\n", err)
 		return 1
 	}

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -32,12 +33,16 @@ import (
 
 // Options configure Run.
 type Options struct {
-	Events int       // stop after exactly this many events were published (output and dead letters); default 300
+	Events int       // stop after exactly this many events were published (output and dead letters); default 600
 	Rate   int       // input messages per second; default 100
 	Out    io.Writer // the event stream and the summary
 	Log    io.Writer // the connector's own logs; nil discards them
 	Seed   uint64    // seed of the generator and the user pool; 0 means a fixed default
 	JSON   bool      // print each output record as it is on the topic
+	// Outage makes Defender answer 503 for this long, starting a sixth of
+	// the way through the run: the breaker opens, alerts go out
+	// unavailable and come again as updates once it is back. 0: none.
+	Outage time.Duration
 }
 
 const (
@@ -54,7 +59,7 @@ const (
 // counts those events.
 func Run(ctx context.Context, o Options) error {
 	if o.Events <= 0 {
-		o.Events = 300
+		o.Events = 600
 	}
 	if o.Rate <= 0 {
 		o.Rate = 100
@@ -138,9 +143,13 @@ func Run(ctx context.Context, o Options) error {
 	}()
 
 	start := time.Now()
+	notes := make(chan string, 2)
+	if o.Outage > 0 {
+		go outage(runCtx, sim, time.Duration(o.Events)*time.Second/time.Duration(6*o.Rate), o.Outage, notes)
+	}
 	var printed atomic.Int64
 	seen := newTally()
-	readErr := watch(runCtx, cfg.KafkaBrokers, out, o.Events, o.JSON, &printed, seen)
+	readErr := watch(runCtx, cfg.KafkaBrokers, out, o.Events, o.JSON, &printed, seen, notes)
 	elapsed := time.Since(start)
 	stop()
 	<-genDone
@@ -170,9 +179,27 @@ func newSimulator(pool *simulator.UserPool) (*simulator.Server, error) {
 	return sim, nil
 }
 
+// outage makes Defender answer 503 from after until after+length, and
+// says so on notes.
+func outage(ctx context.Context, sim *simulator.Server, after, length time.Duration, notes chan<- string) {
+	select {
+	case <-time.After(after):
+	case <-ctx.Done():
+		return
+	}
+	sim.SetOutage(http.StatusServiceUnavailable)
+	notes <- fmt.Sprintf("-- Defender answers 503 for %v: the breaker opens, alerts go out unavailable and are deferred --", length)
+	select {
+	case <-time.After(length):
+	case <-ctx.Done():
+	}
+	sim.SetOutage(0)
+	notes <- "-- Defender is back: deferred alerts come again as updates --"
+}
+
 // watch prints what the connector publishes until n records were seen, and
-// counts them in t.
-func watch(ctx context.Context, brokers []string, out io.Writer, n int, raw bool, seen *atomic.Int64, t *tally) error {
+// counts them in t. Lines on notes are printed between records.
+func watch(ctx context.Context, brokers []string, out io.Writer, n int, raw bool, seen *atomic.Int64, t *tally, notes <-chan string) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(outputTopic, dlqTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
@@ -187,6 +214,13 @@ func watch(ctx context.Context, brokers []string, out io.Writer, n int, raw bool
 		fetches.EachRecord(func(r *kgo.Record) {
 			if seen.Load() >= int64(n) {
 				return
+			}
+			select {
+			case note := <-notes:
+				if !raw {
+					fmt.Fprintln(out, note)
+				}
+			default:
 			}
 			seen.Add(1)
 			t.add(r)

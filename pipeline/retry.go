@@ -30,8 +30,8 @@ import (
 // no MaxEnrichWait, and publishes an update of the event to the output
 // topic (schemas.AppendUpdate) once the API gives a final answer: found,
 // not found, or a refusal. While the API stays unavailable the record is
-// held, tried again after a pause that doubles up to 30 s; with the
-// breaker open that costs no call. A record whose event was published more
+// held and tried again every WaitRetry (1 s); with the breaker open that
+// costs no call. A record whose event was published more
 // than RetryMaxAge ago is given up: counted, logged, acknowledged, with no
 // output. A retry-topic record is acknowledged, and so may be committed,
 // only after its update is written: at least once, as for the input.
@@ -152,7 +152,7 @@ func (p *Pipeline) retry(ctx context.Context, msg *consumer.Message) {
 	e.alertID, e.alert, e.origin = d.AlertID, d.Alert, d.Origin
 	e.update = &schemas.Update{PreviousStatus: d.Status, PreviousEnrichedAt: d.EnrichedAt}
 	giveUpAt := d.EnrichedAt.Add(p.cfg.RetryMaxAge)
-	for attempt := 0; ; attempt++ {
+	for {
 		if !time.Now().Before(giveUpAt) {
 			p.giveUp(e, d)
 			return
@@ -166,9 +166,11 @@ func (p *Pipeline) retry(ctx context.Context, msg *consumer.Message) {
 		// Only a final answer is published: while the API cannot answer,
 		// the event stays deferred.
 		if err != nil && (errors.Is(err, defender.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || defender.Classify(err) == defender.Transient) {
-			pause := min(p.cfg.WaitRetry<<min(attempt, 5), 30*time.Second)
+			// The pause does not grow: what spares the API is the breaker,
+			// which refuses without a call while it is open, and this
+			// record is tried again soon after it closes.
 			select {
-			case <-time.After(pause):
+			case <-time.After(p.cfg.WaitRetry):
 				continue
 			case <-ctx.Done():
 				return

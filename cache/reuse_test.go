@@ -137,6 +137,7 @@ func TestNoReuse(t *testing.T) {
 		{"another name", true, u1Always, refU1, defender.UserRef{Domain: "contoso", Name: "u2"}},
 		{"another domain", true, u1Always, refU1, defender.UserRef{Domain: "contoso.com", Name: "u1"}},
 		{"a SID and a name of other users", true, u1Always, refU1, defender.UserRef{SID: sidU2, Domain: "contoso", Name: "u2"}},
+		{"the same name with another SID", true, u1Always, refU1, defender.UserRef{SID: sidU2, Domain: "contoso", Name: "u1"}},
 		{"a name without a domain", true, u1Always, refU1, defender.UserRef{Name: "u1"}},
 		{"nobody, or several users", true, u1Always, refU1, defender.UserRef{}},
 		{"a 404 for the first alert", true, func(context.Context, string) (*defender.User, error) { return nil, defender.ErrNotFound }, refU1, refU1},

@@ -28,13 +28,15 @@ func (r UserRef) Matchable() bool { return r.SID != "" || r.Domain != "" && r.Na
 // (Unicode simple folding, as strings.EqualFold). Empty values never
 // match: a user without an accountSid is matched by id alone, and a ref
 // without a SID, or without both a domain and a name, only by the other.
-// A nil u matches nothing.
+// When both have a SID and the two differ, u is another account whatever
+// the names say (an account deleted and made again under its old name has
+// a new SID). A nil u matches nothing.
 func (u *User) Is(r UserRef) bool {
 	if u == nil {
 		return false
 	}
-	if r.SID != "" && u.AccountSID != "" && strings.EqualFold(u.AccountSID, r.SID) {
-		return true
+	if r.SID != "" && u.AccountSID != "" {
+		return strings.EqualFold(u.AccountSID, r.SID)
 	}
 	return r.Domain != "" && r.Name != "" && u.ID != "" && strings.EqualFold(u.ID, r.Domain+`\`+r.Name)
 }

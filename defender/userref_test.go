@@ -48,7 +48,7 @@ func TestUserIs(t *testing.T) {
 		{"non-ASCII name in another case", &defender.User{ID: `northwind\ÅSA`}, defender.UserRef{Domain: "Northwind", Name: "åsa"}, true},
 		{"SID and name agree", user, defender.UserRef{SID: sid, Domain: "northwind", Name: "jonas61"}, true},
 		{"SID matches, name differs", user, defender.UserRef{SID: sid, Domain: "contoso", Name: "other"}, true},
-		{"name matches, SID differs", user, defender.UserRef{SID: "S-1-5-21-1-2-3-4", Domain: "northwind", Name: "jonas61"}, true},
+		{"name matches, SID differs", user, defender.UserRef{SID: "S-1-5-21-1-2-3-4", Domain: "northwind", Name: "jonas61"}, false},
 		{"another SID", user, defender.UserRef{SID: "S-1-5-21-3418539524-1496149344-567949748-86814"}, false},
 		{"a SID prefix", user, defender.UserRef{SID: "S-1-5-21-3418539524-1496149344-567949748-8681"}, false},
 		{"another name", user, defender.UserRef{Domain: "northwind", Name: "jonas6"}, false},

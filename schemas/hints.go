@@ -60,10 +60,10 @@ const (
 // on domain\name (without regard to case) are one user, the SID of one
 // filling in for the other that has none: an alert whose relatedUser is
 // contoso\user1 and whose evidence lists contoso\user1 with its SID names
-// one user, with that SID, each value as its first mention wrote it. User
-// is set only when the alert names exactly
-// one user, so that a cached answer is reused only for an alert that says
-// unambiguously whom it is about. It is zero when:
+// one user, with that SID, each value as its first mention wrote it.
+// User is set only when the alert names exactly one user, so that a cached
+// answer is reused only for an alert that says unambiguously whom it is
+// about. It is zero when:
 //   - the alert names nobody (no such field, or every one null or empty);
 //   - it names several users, or mentions that agree on one of the SID and
 //     domain\name but differ on the other;
@@ -78,8 +78,8 @@ const (
 // A domain without a name, or a name without a domain, next to a SID is
 // left out: the SID tells the user. ReadHints is meant for the misses of
 // the cache and reads the whole alert, in time linear in its length; it
-// allocates only the strings it returns. It never panics, whatever alert
-// holds.
+// allocates only the strings of the user fields it reads. It never
+// panics, whatever alert holds.
 func ReadHints(alert []byte, record bool) Hints {
 	start, end, serr := check(alert, MaxDepthLimit)
 	if serr.kind != synOK || alert[start] != '{' {

@@ -29,13 +29,12 @@ import (
 	"github.com/defender-enricher/defender-enricher/defender"
 )
 
-// Entry is one kept answer: a user, or a 404 when User is nil.
+// Entry is one kept answer: a user, or a 404 when User is nil. A user
+// reused from another alert's answer is kept as one, until it expires for
+// that alert. (Entry is copied on every hit: it stays small.)
 type Entry struct {
 	User    *defender.User
 	Expires time.Time
-	// ByUser marks a user kept for this alert id from the answer for
-	// another alert that named the same user: no call was made for this id.
-	ByUser bool
 }
 
 // Store keeps entries. Implementations are safe for concurrent use and may
@@ -220,15 +219,17 @@ func (c *Cache) Cached(alertID string) (u *defender.User, err error, ok bool) {
 // 404. When alertID has no entry, ReuseUser is on and ref is matchable
 // (defender.UserRef.Matchable), a user found for another alert that is
 // exactly ref (defender.User.Is) answers instead, with ByUser set; it is
-// then kept for alertID too, until the user's own entry expires.
+// then kept for alertID too, until the user's own entry expires, and
+// answers alertID's later lookups as any kept answer (ByUser not set).
 func (c *Cache) CachedFor(alertID string, ref defender.UserRef) (Result, error, bool) {
-	if e, ok := c.entry(alertID); ok {
+	// The hit path: the store, one clock reading, no more.
+	if e, ok := c.store.Get(alertID); ok && c.clock.Now().Before(e.Expires) {
 		if e.User == nil {
 			c.negativeHits.Inc()
 			return Result{Cached: true}, defender.ErrNotFound, true
 		}
 		c.hits.Inc()
-		return Result{User: e.User, Cached: true, ByUser: e.ByUser}, nil, true
+		return Result{User: e.User, Cached: true}, nil, true
 	}
 	e, ok := c.userEntry(c.usable(ref))
 	if !ok {
@@ -348,7 +349,7 @@ func (c *Cache) run(alertID string, f *flight) {
 	if f.prev != nil {
 		<-f.prev.done
 		if e, ok := c.entry(alertID); ok {
-			a := answer{user: e.User, expires: e.Expires, cached: true, byUser: e.ByUser}
+			a := answer{user: e.User, expires: e.Expires, cached: true}
 			if e.User == nil {
 				a.err = defender.ErrNotFound
 			}

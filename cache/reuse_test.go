@@ -107,10 +107,10 @@ func TestReuseByUser(t *testing.T) {
 				t.Fatalf("second alert: %+v, %v; want the first alert's user, by user", r, err)
 			}
 			e.wantCalls(t, 1)
-			// Kept for the second alert too, still marked as reused.
+			// Kept for the second alert too, as its own answer from now on.
 			r, err, ok := e.cache.CachedFor(alertB, defender.UserRef{})
-			if !ok || err != nil || r.User != first || !r.ByUser {
-				t.Errorf("CachedFor the second alert = %+v, %v, %v; want its kept, reused answer", r, err, ok)
+			if !ok || err != nil || r.User != first || !r.Cached || r.ByUser {
+				t.Errorf("CachedFor the second alert = %+v, %v, %v; want the answer kept for it", r, err, ok)
 			}
 			if e.reused(t) != 1 || e.lookups(t, "user_hit") != 1 || e.lookups(t, "hit") != 1 || e.lookups(t, "miss") != 1 {
 				t.Errorf("metrics: %d reused, %d user hits, %d hits, %d misses; want 1 of each",
@@ -178,7 +178,7 @@ func TestReuseExpiresWithTheUser(t *testing.T) {
 		t.Fatalf("half-way: %+v, %v; want a reuse", r, err)
 	}
 	e.clock.Advance(30*time.Minute - time.Nanosecond)
-	if r, _, ok := e.cache.CachedFor(alertB, defender.UserRef{}); !ok || !r.ByUser {
+	if r, _, ok := e.cache.CachedFor(alertB, defender.UserRef{}); !ok || r.User == nil {
 		t.Fatalf("just before the TTL: %+v, %v; want the reused answer kept", r, ok)
 	}
 	if r, _, ok := e.cache.CachedFor(alertC, refU1Name); !ok || !r.ByUser {

@@ -74,7 +74,6 @@ func (c *Cache) index(e Entry) {
 // keepReused keeps another alert's answer e for alertID, until it expires
 // for that alert, and counts the call saved.
 func (c *Cache) keepReused(alertID string, e Entry) {
-	e.ByUser = true
 	c.store.Add(alertID, e)
 	c.reused.Inc()
 }

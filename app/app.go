@@ -131,8 +131,13 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 		return nil, err
 	}
 	a.store = cache.NewLRU(cfg.CacheSize, max(cfg.CacheTTL, cfg.NegativeCacheTTL))
+	var users cache.Store // found users by SID and id, to answer alerts that name them
+	if cfg.ReuseUser {
+		users = cache.NewLRU(cfg.CacheSize, cfg.CacheTTL)
+	}
 	if a.cache, err = cache.New(client, cache.Options{
 		Store: a.store, TTL: cfg.CacheTTL, NegativeTTL: cfg.NegativeCacheTTL, Registerer: reg,
+		ReuseUser: cfg.ReuseUser, Users: users,
 	}); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,13 @@
 // cancelled because its first caller went away: it runs while anyone waits
 // for it, and once sent it runs to its end and its answer is kept.
 //
+// With ReuseUser, calls are also shared by user: an alert that names its
+// user (a defender.UserRef) is answered without a call of its own when the
+// cache holds that exact user, found for another alert, or when a call for
+// another alert that named the same user is running and answers with that
+// user. A burst of alerts about one user then costs one call. See
+// CachedFor and LookupFor.
+//
 // What it leaves out: sharing entries between replicas. Store is the small
 // interface a shared store would implement; LRU is one process's store.
 package cache
@@ -22,7 +29,9 @@ import (
 	"github.com/defender-enricher/defender-enricher/defender"
 )
 
-// Entry is one kept answer: a user, or a 404 when User is nil.
+// Entry is one kept answer: a user, or a 404 when User is nil. A user
+// reused from another alert's answer is kept as one, until it expires for
+// that alert. (Entry is copied on every hit: it stays small.)
 type Entry struct {
 	User    *defender.User
 	Expires time.Time
@@ -63,35 +72,60 @@ type Lookup interface {
 	User(ctx context.Context, alertID string) (*defender.User, error)
 }
 
-// Options configure a Cache. Store is required.
+// Options configure a Cache. Store is required, and Users with ReuseUser.
 type Options struct {
 	Store       Store
 	TTL         time.Duration // how long a found user is kept; default 1h
 	NegativeTTL time.Duration // how long a 404 is kept; default 5m
-	Clock       clock.Clock
-	Registerer  prometheus.Registerer
+	// ReuseUser answers an alert that names its user from the answer for
+	// another alert, when that answer is exactly the user named (see
+	// LookupFor). False: the refs given to CachedFor and LookupFor are
+	// ignored.
+	ReuseUser bool
+	// Users keeps every found user by its accountSid and by its id, for
+	// ReuseUser, each entry until the user's own entry expires. Its keys
+	// are "sid:" and "id:" followed by the lowercased value; it is bounded
+	// as Store is (an LRU of the same size holds half as many users, at
+	// most two keys each).
+	Users      Store
+	Clock      clock.Clock
+	Registerer prometheus.Registerer
 }
 
 // Result is the answer of a lookup.
 type Result struct {
 	User   *defender.User // nil on error
 	Cached bool           // answered from the store, no call made for it
+	// ByUser: the answer for another alert that named the same user, from
+	// the store or from that alert's call; no call was made for this one.
+	ByUser bool
 }
+
+// maxUserWaits is how many calls for other alerts that named its user a
+// lookup waits for, one after the other, when their answers are not that
+// user (a 404, an error, another user), before it makes its own call.
+const maxUserWaits = 3
 
 // Cache is a Lookup with a store in front and calls coalesced. It is safe
 // for concurrent use.
 type Cache struct {
 	next    Lookup
 	store   Store
+	users   Store // nil unless reuse
+	reuse   bool
 	ttl     time.Duration
 	negTTL  time.Duration
 	clock   clock.Clock
 	lookups *prometheus.CounterVec
 	// The children of lookups, resolved once: a hit costs no label lookup.
-	hits, negativeHits, misses, coalesced prometheus.Counter
+	hits, negativeHits, userHits, misses, coalesced, userCoalesced prometheus.Counter
+	reused                                                         prometheus.Counter
 
 	mu      sync.Mutex
 	flights map[string]*flight
+	// userFlights holds, by user key, the flight calling for an alert that
+	// named that user.
+	userFlights map[string]*flight
 }
 
 // A flight is one call to next for one alert id, shared by every caller
@@ -99,12 +133,30 @@ type Cache struct {
 type flight struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
-	waiters int           // guarded by Cache.mu
-	prev    *flight       // an abandoned flight for the same id still running
-	done    chan struct{} // closed when user and err are set
+	waiters int     // guarded by Cache.mu; a flight waiting for this one counts as one
+	prev    *flight // an abandoned flight for the same id still running
+	ref     defender.UserRef
+	// via is the flight of another alert that named ref, whose answer
+	// this one waits for; set by claim. Read and cleared by run.
+	via    *flight
+	waits  int      // answers of other flights waited for that were not ref
+	keys   []string // user keys this flight is registered under; guarded by Cache.mu
+	missed bool     // counted as a miss
+	done   chan struct{}
+	answer // set before done is closed
+}
+
+// answer is what a flight ends with.
+type answer struct {
 	user    *defender.User
 	err     error
+	expires time.Time // of the kept entry, when user is set
 	cached  bool
+	byUser  bool
+}
+
+func (a *answer) result() (Result, error) {
+	return Result{User: a.user, Cached: a.cached, ByUser: a.byUser}, a.err
 }
 
 // New returns a Cache in front of next.
@@ -121,76 +173,123 @@ func New(next Lookup, o Options) (*Cache, error) {
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
 	}
+	if o.ReuseUser && o.Users == nil {
+		return nil, errors.New("cache: Users is required with ReuseUser")
+	}
 	c := &Cache{
-		next: next, store: o.Store, ttl: o.TTL, negTTL: o.NegativeTTL, clock: o.Clock,
+		next: next, store: o.Store, reuse: o.ReuseUser, ttl: o.TTL, negTTL: o.NegativeTTL, clock: o.Clock,
 		flights: make(map[string]*flight),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "enricher_cache_lookups_total",
-			Help: "Lookups by result: hit (a user), negative_hit (a kept 404), miss (a call made), coalesced (joined a call in progress).",
+			Help: "Lookups by result: hit (the alert's kept user), negative_hit (its kept 404), user_hit (the kept user of another alert, which this one names), " +
+				"miss (a call started), coalesced (joined the alert's call in progress), user_coalesced (waited for the call of another alert that named the same user).",
 		}, []string{"result"}),
+		reused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "enricher_user_reuse_total",
+			Help: "Lookups answered with the user found for another alert that named the same user, kept or from that alert's call: each a call saved.",
+		}),
+	}
+	if c.reuse {
+		c.users = o.Users
+		c.userFlights = make(map[string]*flight)
 	}
 	c.hits = c.lookups.WithLabelValues("hit")
 	c.negativeHits = c.lookups.WithLabelValues("negative_hit")
+	c.userHits = c.lookups.WithLabelValues("user_hit")
 	c.misses = c.lookups.WithLabelValues("miss")
 	c.coalesced = c.lookups.WithLabelValues("coalesced")
+	c.userCoalesced = c.lookups.WithLabelValues("user_coalesced")
 	if o.Registerer != nil {
-		if err := o.Registerer.Register(c.lookups); err != nil {
-			return nil, fmt.Errorf("cache: registering metrics: %w", err)
+		for _, m := range []prometheus.Collector{c.lookups, c.reused} {
+			if err := o.Registerer.Register(m); err != nil {
+				return nil, fmt.Errorf("cache: registering metrics: %w", err)
+			}
 		}
 	}
 	return c, nil
 }
 
-// Cached returns the kept answer for alertID without waiting or calling:
-// ok is false on a miss. err is defender.ErrNotFound for a kept 404.
+// Cached is CachedFor with no user named: the alert id's own entry only.
 func (c *Cache) Cached(alertID string) (u *defender.User, err error, ok bool) {
-	u, err, ok = c.cached(alertID)
-	switch {
-	case !ok:
-	case u == nil:
-		c.negativeHits.Inc()
-	default:
-		c.hits.Inc()
-	}
-	return u, err, ok
+	r, err, ok := c.CachedFor(alertID, defender.UserRef{})
+	return r.User, err, ok
 }
 
-// cached is Cached without counting.
-func (c *Cache) cached(alertID string) (u *defender.User, err error, ok bool) {
+// CachedFor returns the kept answer for alertID without waiting or
+// calling; ok is false on a miss. err is defender.ErrNotFound for a kept
+// 404. When alertID has no entry, ReuseUser is on and ref is matchable
+// (defender.UserRef.Matchable), a user found for another alert that is
+// exactly ref (defender.User.Is) answers instead, with ByUser set; it is
+// then kept for alertID too, until the user's own entry expires, and
+// answers alertID's later lookups as any kept answer (ByUser not set).
+func (c *Cache) CachedFor(alertID string, ref defender.UserRef) (Result, error, bool) {
+	// The hit path: the store, one clock reading, no more.
+	if e, ok := c.store.Get(alertID); ok && c.clock.Now().Before(e.Expires) {
+		if e.User == nil {
+			c.negativeHits.Inc()
+			return Result{Cached: true}, defender.ErrNotFound, true
+		}
+		c.hits.Inc()
+		return Result{User: e.User, Cached: true}, nil, true
+	}
+	e, ok := c.userEntry(c.usable(ref))
+	if !ok {
+		return Result{}, nil, false
+	}
+	c.keepReused(alertID, e)
+	c.userHits.Inc()
+	return Result{User: e.User, Cached: true, ByUser: true}, nil, true
+}
+
+// entry returns alertID's entry if it has not expired.
+func (c *Cache) entry(alertID string) (Entry, bool) {
 	e, ok := c.store.Get(alertID)
 	if !ok || !c.clock.Now().Before(e.Expires) {
-		return nil, nil, false
+		return Entry{}, false
 	}
-	if e.User == nil {
-		return nil, defender.ErrNotFound, true
-	}
-	return e.User, nil, true
+	return e, true
 }
 
-// Lookup returns the user related to the alert, from the store or from one
-// call shared with every concurrent caller for the same id. When ctx ends
-// first it returns an error matching defender.ErrUnavailable and ctx's
-// error; the call goes on for the callers still waiting, and if none is
-// left, it stops waiting for the budget (a call already sent still ends and
-// its answer is kept). Errors of the call itself are returned as they are
-// and never kept.
+// Lookup is LookupFor with no user named.
 func (c *Cache) Lookup(ctx context.Context, alertID string) (Result, error) {
-	if u, err, ok := c.Cached(alertID); ok {
-		return Result{User: u, Cached: true}, err
+	return c.LookupFor(ctx, alertID, defender.UserRef{})
+}
+
+// LookupFor returns the user related to the alert, from the store (as
+// CachedFor) or from one call shared with every concurrent caller for the
+// same id. When ctx ends first it returns an error matching
+// defender.ErrUnavailable and ctx's error; the call goes on for the callers
+// still waiting, and if none is left, it stops waiting for the budget (a
+// call already sent still ends and its answer is kept). Errors of the call
+// itself are returned as they are and never kept.
+//
+// With ReuseUser and a matchable ref, calls are shared by user too: while
+// the call for another alert that named the same ref (the same SID, or the
+// same domain\name, without regard to case) runs, this alert's lookup waits
+// for it instead of calling, and takes its answer if that answer is exactly
+// ref (ByUser set, kept for this alert id too). If it is not (another user,
+// a 404, an error), the lookup looks again, since the user may be kept by
+// now or another alert's call for it may be running, and otherwise makes
+// its own call. After maxUserWaits answers that were not ref it calls
+// without waiting any more, so that alerts that name one user but are not
+// that user's do not queue behind each other.
+func (c *Cache) LookupFor(ctx context.Context, alertID string, ref defender.UserRef) (Result, error) {
+	if r, err, ok := c.CachedFor(alertID, ref); ok {
+		return r, err
 	}
 	if err := ctx.Err(); err != nil {
 		// Gone already: start no flight that nobody would wait for.
 		return Result{}, fmt.Errorf("%w: no answer within the wait: %w", defender.ErrUnavailable, err)
 	}
-	f := c.join(alertID)
+	f := c.join(alertID, c.usable(ref))
 	select {
 	case <-f.done: // an answer at hand wins over a ctx that ended too
-		return Result{User: f.user, Cached: f.cached}, f.err
+		return f.result()
 	default:
 	}
 	select {
 	case <-f.done:
-		return Result{User: f.user, Cached: f.cached}, f.err
+		return f.result()
 	case <-ctx.Done():
 		c.leave(f)
 		return Result{}, fmt.Errorf("%w: no answer within the wait: %w", defender.ErrUnavailable, ctx.Err())
@@ -198,8 +297,9 @@ func (c *Cache) Lookup(ctx context.Context, alertID string) (Result, error) {
 }
 
 // join returns the flight for alertID, or a done one carrying the kept
-// answer when a flight ended between the caller's miss and now.
-func (c *Cache) join(alertID string) *flight {
+// answer when a flight ended between the caller's miss and now. ref is
+// usable (c.usable) or zero.
+func (c *Cache) join(alertID string, ref defender.UserRef) *flight {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f := c.flights[alertID]
@@ -212,19 +312,26 @@ func (c *Cache) join(alertID string) *flight {
 		// finish stores the answer before it removes the flight, both
 		// before this lock is taken: a caller that missed the store before
 		// the answer was kept, and finds no flight now, finds the answer.
-		if u, err, ok := c.Cached(alertID); ok {
-			done := &flight{cancel: func() {}, done: make(chan struct{}), user: u, err: err, cached: true}
+		// The same holds of a user's entry and the flight that named it.
+		if r, err, ok := c.CachedFor(alertID, ref); ok {
+			done := &flight{cancel: func() {}, done: make(chan struct{}),
+				answer: answer{user: r.User, err: err, cached: true, byUser: r.ByUser}}
 			close(done.done)
 			return done
 		}
 	}
 	// f, if any, was abandoned by all its callers but its call may still be
 	// running: the new flight waits for it and reuses its answer, so that
-	// the id never has two calls at once.
+	// the id never has two calls at once. It decides on the user after.
 	ctx, cancel := context.WithCancel(context.Background())
-	nf := &flight{ctx: ctx, cancel: cancel, waiters: 1, prev: f, done: make(chan struct{})}
+	nf := &flight{ctx: ctx, cancel: cancel, waiters: 1, prev: f, ref: ref, done: make(chan struct{})}
 	c.flights[alertID] = nf
-	c.misses.Inc()
+	if f == nil && c.claim(nf, true) {
+		c.userCoalesced.Inc()
+	} else {
+		nf.missed = true
+		c.misses.Inc()
+	}
 	go c.run(alertID, nf)
 	return nf
 }
@@ -242,30 +349,69 @@ func (c *Cache) run(alertID string, f *flight) {
 	defer f.cancel()
 	if f.prev != nil {
 		<-f.prev.done
-		if u, err, ok := c.cached(alertID); ok {
-			c.finish(alertID, f, u, err, true)
+		if e, ok := c.entry(alertID); ok {
+			a := answer{user: e.User, expires: e.Expires, cached: true}
+			if e.User == nil {
+				a.err = defender.ErrNotFound
+			}
+			c.finish(alertID, f, a)
+			return
+		}
+		if c.reuseOrClaim(alertID, f) {
+			return
+		}
+	}
+	for f.via != nil {
+		v := f.via
+		select {
+		case <-v.done: // an answer at hand wins over a flight abandoned too
+		default:
+			select {
+			case <-v.done:
+			case <-f.ctx.Done():
+				c.leave(v)
+				c.finish(alertID, f, answer{err: fmt.Errorf("%w: no answer within the wait: %w", defender.ErrUnavailable, f.ctx.Err())})
+				return
+			}
+		}
+		if v.err == nil && v.user.Is(f.ref) {
+			c.keepReused(alertID, Entry{User: v.user, Expires: v.expires})
+			c.finish(alertID, f, answer{user: v.user, expires: v.expires, byUser: true})
+			return
+		}
+		f.waits++
+		if c.reuseOrClaim(alertID, f) {
 			return
 		}
 	}
 	u, err := c.next.User(f.ctx, alertID)
+	a := answer{user: u, err: err}
 	switch {
 	case err == nil:
-		c.store.Add(alertID, Entry{User: u, Expires: c.clock.Now().Add(c.ttl)})
+		a.expires = c.clock.Now().Add(c.ttl)
+		e := Entry{User: u, Expires: a.expires}
+		c.store.Add(alertID, e)
+		c.index(e)
 	case errors.Is(err, defender.ErrNotFound):
 		c.store.Add(alertID, Entry{Expires: c.clock.Now().Add(c.negTTL)})
 	}
-	c.finish(alertID, f, u, err, false)
+	c.finish(alertID, f, a)
 }
 
 // finish publishes the answer after the store has it, so that a caller
 // arriving in between finds either the flight or, in join, the entry.
-func (c *Cache) finish(alertID string, f *flight, u *defender.User, err error, cached bool) {
+func (c *Cache) finish(alertID string, f *flight, a answer) {
 	c.mu.Lock()
 	if c.flights[alertID] == f {
 		delete(c.flights, alertID)
 	}
+	for _, k := range f.keys {
+		if c.userFlights[k] == f {
+			delete(c.userFlights, k)
+		}
+	}
 	c.mu.Unlock()
-	f.user, f.err, f.cached = u, err, cached
+	f.answer = a
 	close(f.done)
 }
 

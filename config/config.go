@@ -86,6 +86,7 @@ type Config struct {
 	CacheSize        int
 	CacheTTL         time.Duration
 	NegativeCacheTTL time.Duration
+	ReuseUser        bool
 	BreakerFailures  int
 	BreakerTimeout   time.Duration
 
@@ -124,6 +125,7 @@ func Default() Config {
 		CacheSize:          20_000,
 		CacheTTL:           time.Hour,
 		NegativeCacheTTL:   5 * time.Minute,
+		ReuseUser:          true,
 		BreakerFailures:    5,
 		BreakerTimeout:     30 * time.Second,
 		OnUnavailable:      Passthrough,
@@ -178,6 +180,7 @@ func (c *Config) options() []option {
 		{"cache-size", "most alert ids whose answer is kept", intValue{&c.CacheSize}},
 		{"cache-ttl", "how long a found user is kept", durationValue{&c.CacheTTL}},
 		{"negative-cache-ttl", "how long a 404 answer is kept", durationValue{&c.NegativeCacheTTL}},
+		{"reuse-user", "answer an alert that names exactly one user from a found user that is exactly that one (same SID, or same domain\\name), without a call", boolValue{&c.ReuseUser}},
 		{"breaker-failures", "consecutive API failures that open the circuit breaker", intValue{&c.BreakerFailures}},
 		{"breaker-timeout", "longest the breaker stays open before a probe: the open time starts at 1s and doubles while probes fail, up to this", durationValue{&c.BreakerTimeout}},
 		{"on-unavailable", "passthrough: publish without the user when the API cannot answer in time; wait: hold until it can", enumValue[Policy]{&c.OnUnavailable, []Policy{Passthrough, Wait}}},

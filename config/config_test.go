@@ -238,3 +238,43 @@ func TestREADMEListsEveryOption(t *testing.T) {
 		}
 	}
 }
+
+// TestReuseUser: ENRICHER_REUSE_USER is a switch that is on by default.
+func TestReuseUser(t *testing.T) {
+	tests := []struct {
+		env  string
+		args []string
+		want bool
+	}{
+		{"", nil, true},
+		{"false", nil, false},
+		{"0", nil, false},
+		{"true", nil, true},
+		{" FALSE ", nil, false},
+		{"", []string{"--reuse-user=false"}, false},
+		{"false", []string{"--reuse-user"}, true},
+		{"true", []string{"--reuse-user=false"}, false},
+	}
+	for _, tt := range tests {
+		env := map[string]string{}
+		if tt.env != "" {
+			env["ENRICHER_REUSE_USER"] = tt.env
+		}
+		c, err := load(t, env, tt.args...)
+		if err != nil {
+			t.Errorf("%q %v: %v", tt.env, tt.args, err)
+			continue
+		}
+		if c.ReuseUser != tt.want {
+			t.Errorf("%q %v: ReuseUser = %v, want %v", tt.env, tt.args, c.ReuseUser, tt.want)
+		}
+	}
+	for _, bad := range []map[string]string{{"ENRICHER_REUSE_USER": "maybe"}, {"ENRICHER_REUSE_USER": "off"}} {
+		if _, err := load(t, bad); err == nil || !strings.Contains(err.Error(), "ENRICHER_REUSE_USER") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: error %v, want one line naming ENRICHER_REUSE_USER", bad, err)
+		}
+	}
+	if _, err := load(t, nil, "--reuse-user=maybe"); err == nil || !strings.Contains(err.Error(), "reuse-user") {
+		t.Errorf("--reuse-user=maybe: error %v, want one naming the flag", err)
+	}
+}

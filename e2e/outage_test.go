@@ -40,6 +40,10 @@ func testOutage(t *testing.T, c *kafkatest.Cluster, maxWait time.Duration) {
 		"ENRICHER_MAX_ENRICH_WAIT":  maxWait.String(),
 		"ENRICHER_BREAKER_TIMEOUT":  breakerTimeout.String(),
 		"ENRICHER_BREAKER_FAILURES": "3",
+		// Every alert of the stream names one user: with reuse, their
+		// lookups wait for one another's call instead of calling, and the
+		// breaker, which counts lookups, sees one failure per burst.
+		"ENRICHER_REUSE_USER": "false",
 	})
 	// The group is joined and the partitions are read once an alert
 	// came through: from here on, time to output is the pipeline's.

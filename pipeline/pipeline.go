@@ -36,6 +36,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/defender-enricher/defender-enricher/budget"
 	"github.com/defender-enricher/defender-enricher/cache"
 	"github.com/defender-enricher/defender-enricher/consumer"
 	"github.com/defender-enricher/defender-enricher/defender"
@@ -54,11 +55,13 @@ type Sink interface {
 	Err() <-chan error
 }
 
-// Lookup finds the user of an alert: *cache.Cache.
+// Lookup finds the user of an alert: *cache.Cache. ref is the user the
+// alert names, zero when it names none or several; an answer for another
+// alert that is exactly that user comes back with ByUser set.
 type Lookup interface {
-	// Cached answers from the cache alone; ok is false on a miss.
-	Cached(alertID string) (u *defender.User, err error, ok bool)
-	Lookup(ctx context.Context, alertID string) (cache.Result, error)
+	// CachedFor answers from the cache alone; ok is false on a miss.
+	CachedFor(alertID string, ref defender.UserRef) (r cache.Result, err error, ok bool)
+	LookupFor(ctx context.Context, alertID string, ref defender.UserRef) (cache.Result, error)
 }
 
 // Config configures a Pipeline.
@@ -351,6 +354,11 @@ type event struct {
 	ready             bool         // guarded by Pipeline.mu
 	next              *event       // guarded by Pipeline.mu
 	buf               *[]byte
+	// What the alert says of itself (schemas.ReadHints), read only when
+	// its alert id missed the cache: its severity as it came, and the one
+	// user it names, which the lookup may answer from another alert's.
+	severity string
+	ref      defender.UserRef
 }
 
 func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message, events []schemas.Event) []schemas.Event {
@@ -392,8 +400,17 @@ func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message,
 			p.complete(e)
 		default:
 			p.enqueue(e)
-			if u, err, ok := p.lookup.Cached(e.alertID); ok {
-				e.settle(cache.Result{User: u, Cached: true}, err)
+			r, err, ok := p.lookup.CachedFor(e.alertID, defender.UserRef{})
+			if !ok {
+				// A miss: what the alert says of itself may spare the call.
+				h := schemas.ReadHints(e.alert, e.record >= 0)
+				e.severity, e.ref = h.Severity, h.User
+				if !e.ref.IsZero() {
+					r, err, ok = p.lookup.CachedFor(e.alertID, e.ref)
+				}
+			}
+			if ok {
+				e.settle(r, err)
 				p.complete(e)
 				continue
 			}
@@ -406,12 +423,15 @@ func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message,
 // enrich looks the user up off the fetch loop and completes the event.
 func (p *Pipeline) enrich(work context.Context, e *event) {
 	start := time.Now()
+	// Severity first: when lookups queue for the call budget, a High
+	// alert's goes before a Medium one's, and so on.
+	work = budget.WithPriority(work, budget.SeverityPriority(e.severity))
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := work, context.CancelFunc(func() {})
 		if !p.cfg.Wait {
 			ctx, cancel = context.WithTimeout(work, p.cfg.MaxEnrichWait)
 		}
-		r, err := p.lookup.Lookup(ctx, e.alertID)
+		r, err := p.lookup.LookupFor(ctx, e.alertID, e.ref)
 		cancel()
 		if work.Err() != nil {
 			return // shutting down: left unacknowledged, consumed again later
@@ -441,9 +461,13 @@ func (e *event) settle(r cache.Result, err error) {
 	// With the wait policy an event settles again after each failed try:
 	// nothing of an earlier answer may stick to the final one.
 	e.user, e.errText = nil, ""
-	e.source = schemas.SourceAPI
-	if r.Cached {
+	switch {
+	case r.ByUser:
+		e.source = schemas.SourceUserCache
+	case r.Cached:
 		e.source = schemas.SourceCache
+	default:
+		e.source = schemas.SourceAPI
 	}
 	switch {
 	case err == nil:
@@ -589,7 +613,7 @@ func (e *event) Acked() {
 		p.stats.deadLetters.Add(1)
 	} else {
 		p.stats.count(e.status)
-		if e.source == schemas.SourceCache {
+		if e.source == schemas.SourceCache || e.source == schemas.SourceUserCache {
 			p.stats.fromCache.Add(1)
 		}
 		p.metrics.byStatus[e.status].Inc()

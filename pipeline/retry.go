@@ -150,6 +150,9 @@ func (p *Pipeline) retry(ctx context.Context, msg *consumer.Message) {
 		return
 	}
 	e.alertID, e.alert, e.origin = d.AlertID, d.Alert, d.Origin
+	// The user the alert names may spare the call, as for a fresh alert;
+	// its severity does not matter: deferred lookups go last.
+	e.ref = schemas.ReadHints(d.Alert, d.Record).User
 	e.update = &schemas.Update{PreviousStatus: d.Status, PreviousEnrichedAt: d.EnrichedAt}
 	giveUpAt := d.EnrichedAt.Add(p.cfg.RetryMaxAge)
 	for {
@@ -158,7 +161,7 @@ func (p *Pipeline) retry(ctx context.Context, msg *consumer.Message) {
 			return
 		}
 		lookupCtx, cancel := context.WithDeadline(budget.WithPriority(ctx, budget.PriorityDeferred), giveUpAt)
-		r, err := p.lookup.Lookup(lookupCtx, e.alertID)
+		r, err := p.lookup.LookupFor(lookupCtx, e.alertID, e.ref)
 		cancel()
 		if ctx.Err() != nil {
 			return

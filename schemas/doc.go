@@ -1,7 +1,9 @@
 // Package schemas is the connector's outside contract in code: it splits
-// Kafka message values into alert events, encodes the v1 output envelope
-// and the dead-letter headers, names the dead-letter reasons, and embeds the JSON Schemas
-// (draft 2020-12) that describe the input forms and the output.
+// Kafka message values into alert events, reads what an alert says of
+// itself (ReadHints: its severity and the user it names), encodes the v1
+// output envelope and the dead-letter headers, names the dead-letter
+// reasons, and embeds the JSON Schemas (draft 2020-12) that describe the
+// input forms and the output.
 //
 // Input. A message value is one of:
 //

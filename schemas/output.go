@@ -37,19 +37,26 @@ type Source string
 
 // The enrichment sources. An answer is either a user (StatusEnriched) or
 // a 404 (StatusNotFound), and either can come from the API or from the
-// cache (for a 404, the negative cache). The other statuses have no
-// answer, so their source is SourceNone, written as "".
+// cache (for a 404, the negative cache). A user can also come from the
+// answer for another alert that named the same user (SourceUserCache). The
+// other statuses have no answer, so their source is SourceNone, written as
+// "".
 const (
 	SourceAPI   Source = "api"
 	SourceCache Source = "cache"
-	SourceNone  Source = ""
+	// SourceUserCache: the user the alert names, as the API answered for
+	// another alert that named it too (kept, or from that alert's call);
+	// no call was made for this alert. StatusEnriched only.
+	SourceUserCache Source = "user_cache"
+	SourceNone      Source = ""
 )
 
 // Enrichment is the envelope's "enrichment" object.
 type Enrichment struct {
 	Status Status
 	// Source is SourceAPI or SourceCache for StatusEnriched and
-	// StatusNotFound, SourceNone for the other statuses.
+	// StatusNotFound, or SourceUserCache for StatusEnriched; SourceNone for
+	// the other statuses.
 	Source Source
 	// EnrichedAt is when the event was processed, for every status. It is
 	// written in UTC with millisecond precision, always three digits:

@@ -42,6 +42,7 @@ func outputCases() []struct {
 	}{
 		{"enriched from the API", testUser, schemas.Enrichment{Status: schemas.StatusEnriched, Source: schemas.SourceAPI, EnrichedAt: testTime}},
 		{"enriched from the cache", testUser, schemas.Enrichment{Status: schemas.StatusEnriched, Source: schemas.SourceCache, EnrichedAt: testTime}},
+		{"enriched from the answer for the same user", testUser, schemas.Enrichment{Status: schemas.StatusEnriched, Source: schemas.SourceUserCache, EnrichedAt: testTime}},
 		{"not found by the API", nil, schemas.Enrichment{Status: schemas.StatusNotFound, Source: schemas.SourceAPI, EnrichedAt: testTime, Error: "alert or user not found (HTTP 404)"}},
 		{"not found in the negative cache", nil, schemas.Enrichment{Status: schemas.StatusNotFound, Source: schemas.SourceCache, EnrichedAt: testTime, Error: "alert or user not found (cached HTTP 404)"}},
 		{"unavailable", nil, schemas.Enrichment{Status: schemas.StatusUnavailable, EnrichedAt: testTime, Error: "circuit breaker open"}},

@@ -134,6 +134,7 @@ func TestOutputSchemaRejects(t *testing.T) {
 		{"source missing when enriched", good, `"source":"api"`, `"source":""`},
 		{"source unknown", good, `"source":"api"`, `"source":"db"`},
 		{"source missing when not found", notFound, `"source":"api"`, `"source":""`},
+		{"user_cache when not found", notFound, `"source":"api"`, `"source":"user_cache"`},
 		{"error missing", good, `,"error":""`, ``},
 	}
 	for _, tt := range tests {
@@ -147,9 +148,11 @@ func TestOutputSchemaRejects(t *testing.T) {
 	}
 
 	for _, st := range []schemas.Status{schemas.StatusUnavailable, schemas.StatusFailed, schemas.StatusSkipped} {
-		doc := schemas.AppendOutput(nil, goodID, []byte(`{}`), nil, schemas.Enrichment{Status: st, Source: schemas.SourceAPI, EnrichedAt: testTime}, testOrigin)
-		if err := validate(t, sch, doc); err == nil {
-			t.Errorf("%s with source api accepted: %s", st, doc)
+		for _, src := range []schemas.Source{schemas.SourceAPI, schemas.SourceUserCache} {
+			doc := schemas.AppendOutput(nil, goodID, []byte(`{}`), nil, schemas.Enrichment{Status: st, Source: src, EnrichedAt: testTime}, testOrigin)
+			if err := validate(t, sch, doc); err == nil {
+				t.Errorf("%s with source %s accepted: %s", st, src, doc)
+			}
 		}
 	}
 }

@@ -281,7 +281,7 @@ func (c *Cache) LookupFor(ctx context.Context, alertID string, ref defender.User
 		// Gone already: start no flight that nobody would wait for.
 		return Result{}, fmt.Errorf("%w: no answer within the wait: %w", defender.ErrUnavailable, err)
 	}
-	f := c.join(alertID, c.usable(ref))
+	f := c.join(ctx, alertID, c.usable(ref))
 	select {
 	case <-f.done: // an answer at hand wins over a ctx that ended too
 		return f.result()
@@ -298,8 +298,9 @@ func (c *Cache) LookupFor(ctx context.Context, alertID string, ref defender.User
 
 // join returns the flight for alertID, or a done one carrying the kept
 // answer when a flight ended between the caller's miss and now. ref is
-// usable (c.usable) or zero.
-func (c *Cache) join(alertID string, ref defender.UserRef) *flight {
+// usable (c.usable) or zero. A new flight's call carries the values of
+// ctx, the first caller's (its budget priority), but not its end.
+func (c *Cache) join(ctx context.Context, alertID string, ref defender.UserRef) *flight {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f := c.flights[alertID]
@@ -323,8 +324,8 @@ func (c *Cache) join(alertID string, ref defender.UserRef) *flight {
 	// f, if any, was abandoned by all its callers but its call may still be
 	// running: the new flight waits for it and reuses its answer, so that
 	// the id never has two calls at once. It decides on the user after.
-	ctx, cancel := context.WithCancel(context.Background())
-	nf := &flight{ctx: ctx, cancel: cancel, waiters: 1, prev: f, ref: ref, done: make(chan struct{})}
+	flightCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	nf := &flight{ctx: flightCtx, cancel: cancel, waiters: 1, prev: f, ref: ref, done: make(chan struct{})}
 	c.flights[alertID] = nf
 	if f == nil && c.claim(nf, true) {
 		c.userCoalesced.Inc()

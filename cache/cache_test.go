@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/defender-enricher/defender-enricher/budget"
 	"github.com/defender-enricher/defender-enricher/cache"
 	"github.com/defender-enricher/defender-enricher/clock"
 	"github.com/defender-enricher/defender-enricher/defender"
@@ -518,4 +519,24 @@ func TestCallerAlreadyGone(t *testing.T) {
 		t.Error("a flight was started")
 	}
 	e.wantCalls(t, 0)
+}
+
+// TestCallCarriesTheCallersPriority: the call made for a lookup reaches
+// the budget with the priority of the caller's context, though it does not
+// end with that context.
+func TestCallCarriesTheCallersPriority(t *testing.T) {
+	t.Parallel()
+	got := make(chan budget.Priority, 1)
+	e := newEnv(t, nil, func(ctx context.Context, id string) (*defender.User, error) {
+		got <- budget.PriorityFrom(ctx)
+		return userFor(id), nil
+	})
+	ctx, cancel := context.WithCancel(budget.WithPriority(context.Background(), budget.PriorityHigh))
+	defer cancel()
+	if _, err := e.cache.Lookup(ctx, alertA); err != nil {
+		t.Fatal(err)
+	}
+	if p := <-got; p != budget.PriorityHigh {
+		t.Errorf("the call went at priority %v, want the caller's %v", p, budget.PriorityHigh)
+	}
 }

@@ -20,11 +20,14 @@
 // Medium alerts, so that a flood of Low ones cannot spend the calls that a
 // High alert arriving later needs.
 //
-// What it leaves out: sharing one budget between replicas, and reading the
-// severity out of an alert (the caller does, and maps it with
-// SeverityPriority). The Window type is one process's budget; the Budget
-// interface that defender.Client takes is small so that a shared
-// implementation can take its place.
+// Window is one process's budget. Redis is the same budget shared by every
+// replica of a fleet through Redis: the windows, the reserve and a 429's
+// pause hold for the fleet as a whole, on Redis's clock, and a Redis that
+// does not answer grants no call (ErrStoreUnavailable). Order across
+// replicas holds only in part: see Redis.
+//
+// What it leaves out: reading the severity out of an alert (the caller
+// does, and maps it with SeverityPriority).
 package budget
 
 import (

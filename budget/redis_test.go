@@ -464,3 +464,25 @@ func TestRedisPrefix(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRedisAcquireFree is the cost of a call the shared budget has
+// room for: the script that grants it and the one that records its end,
+// two round trips to Redis (miniredis, or the real Redis of
+// ENRICHER_TEST_REDIS_URL).
+func BenchmarkRedisAcquireFree(b *testing.B) {
+	s := redistest.New(b)
+	r, err := NewRedis(s.Client(b), Limits{{100_000, time.Millisecond}}, RedisOptions{Prefix: s.Prefix() + "{bench}:", Timeout: 10 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	ctx := WithPriority(context.Background(), PriorityHigh)
+	b.ResetTimer()
+	for b.Loop() {
+		done, err := r.Acquire(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		done()
+	}
+}

@@ -196,3 +196,25 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool.AddCert(c)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
 }
+
+// TestCheckAsksRedis: with ENRICHER_REDIS_URL set, check runs a script on
+// Redis, and a Redis that does not answer fails that step, naming the
+// option, without the password.
+func TestCheckAsksRedis(t *testing.T) {
+	cfg, deps, _, _ := checkConfig(t)
+	s := redistest.NewMini(t)
+	s.Mini().RequireAuth("hunter2")
+	cfg.RedisURL = config.NewSecret("redis://:hunter2@" + s.Addr() + "/0")
+	var out strings.Builder
+	if !Check(context.Background(), cfg, deps, &out) || !strings.Contains(out.String(), "ok       Redis "+s.Addr()+" answers a script") {
+		t.Fatalf("check with Redis:\n%s", out.String())
+	}
+	s.Mini().Close()
+	out.Reset()
+	if Check(context.Background(), cfg, deps, &out) {
+		t.Fatalf("check passed with Redis closed:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "FAILED   Redis "+s.Addr()) || !strings.Contains(out.String(), "ENRICHER_REDIS_URL") || strings.Contains(out.String(), "hunter2") {
+		t.Fatalf("check with Redis closed:\n%s", out.String())
+	}
+}

@@ -486,3 +486,28 @@ func BenchmarkRedisAcquireFree(b *testing.B) {
 		done()
 	}
 }
+
+// TestRedisBudgetOutlivesTheProcess: a replica started after another
+// stopped (a restart, a rolling update) counts the calls of the one
+// before, and its pause.
+func TestRedisBudgetOutlivesTheProcess(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, s *redistest.Server) {
+		const per = 30 * time.Second
+		limits := Limits{{2, per}}
+		old := newShared(t, s, limits, RedisOptions{})
+		first := endCall(t, old, grantNowRedis(t, old, PriorityHigh).id)
+		endCall(t, old, grantNowRedis(t, old, PriorityHigh).id)
+		old.Close()
+		restarted := newShared(t, s, limits, RedisOptions{})
+		res := refused(t, restarted, PriorityHigh)
+		if got, want := res.now.Add(res.wait), first.Add(per); !got.Equal(want) {
+			t.Fatalf("the restarted replica is told %v, want the first call's end plus the window, %v", got, want)
+		}
+		restarted.PauseUntil(time.Now().Add(time.Hour))
+		restarted.Close()
+		again := newShared(t, s, limits, RedisOptions{})
+		if res := refused(t, again, PriorityHigh); res.wait < 50*time.Minute {
+			t.Fatalf("after a restart an hour's pause leaves a wait of %v", res.wait)
+		}
+	})
+}

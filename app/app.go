@@ -5,7 +5,7 @@
 // (credential, call budget, circuit breaker, client, cache); the producer;
 // the consumer; the pipeline. Teardown, bounded by ShutdownTimeout: stop
 // fetching and drain the pipeline; flush the producer; commit and leave the
-// group; close the budget; stop the HTTP server.
+// group; close the budget and its Redis client; stop the HTTP server.
 package app
 
 import (
@@ -24,13 +24,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/defender-enricher/defender-enricher/breaker"
-	"github.com/defender-enricher/defender-enricher/budget"
 	"github.com/defender-enricher/defender-enricher/cache"
 	"github.com/defender-enricher/defender-enricher/config"
 	"github.com/defender-enricher/defender-enricher/consumer"
@@ -59,7 +59,8 @@ type App struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 
-	budget   *budget.Window
+	budget   callBudget
+	redis    *redis.Client // the shared budget's, nil without ENRICHER_REDIS_URL
 	breaker  *breaker.Breaker
 	cache    *cache.Cache
 	store    *cache.LRU
@@ -98,6 +99,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 		if a.budget != nil {
 			a.budget.Close()
 		}
+		a.closeRedis()
 	}()
 	reg := a.registry
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -113,7 +115,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 			return nil, err
 		}
 	}
-	if a.budget, err = budget.New(cfg.DefenderRateLimits, nil, budget.WithReserve(cfg.DefenderReserve), budget.WithRegisterer(reg)); err != nil {
+	if a.budget, err = a.newBudget(cfg, deps, ep, reg); err != nil {
 		return nil, err
 	}
 	// The breaker is asked before every call, retries included; its open
@@ -319,6 +321,7 @@ func (a *App) Run(ctx context.Context) error {
 		a.log.Warn("last commit failed; the uncommitted deferred events will be consumed again", "topic", a.cfg.RetryTopic, "error", err)
 	}
 	a.budget.Close()
+	a.closeRedis()
 	if a.http != nil {
 		_ = a.http.Shutdown(shutdownCtx)
 	}

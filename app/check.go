@@ -47,6 +47,7 @@ func Check(ctx context.Context, cfg config.Config, deps Deps, w io.Writer) bool 
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	checkKafka(ctx, cfg, r)
+	checkRedis(ctx, cfg, r)
 	checkDefender(ctx, cfg, deps, r)
 	if r.failed == 0 {
 		fmt.Fprintf(w, "all %d steps passed\n", r.steps)
@@ -117,6 +118,30 @@ func checkKafka(ctx context.Context, cfg config.Config, r *verdicts) {
 		}
 		r.step("topic "+t+" present", terr)
 	}
+}
+
+// checkRedis, with ENRICHER_REDIS_URL set, runs one script that reads
+// Redis's clock: the server answers within ENRICHER_REDIS_TIMEOUT, the
+// password is right and scripts are allowed, as the shared budget needs.
+func checkRedis(ctx context.Context, cfg config.Config, r *verdicts) {
+	if !cfg.RedisURL.IsSet() {
+		return
+	}
+	rdb, err := newRedisClient(cfg, nil)
+	if err != nil {
+		r.step("Redis of the shared call budget", err)
+		return
+	}
+	defer rdb.Close()
+	name := "Redis " + rdb.Options().Addr + " answers a script (the shared call budget)"
+	ctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout)
+	defer cancel()
+	if err := rdb.Eval(ctx, "return redis.call('TIME')", nil).Err(); err != nil {
+		r.step(name, fmt.Errorf("%w: check %s and that Redis answers within %s (%s)", err,
+			config.Env("redis-url"), cfg.RedisTimeout, config.Env("redis-timeout")))
+		return
+	}
+	r.step(name, nil)
 }
 
 func checkDefender(ctx context.Context, cfg config.Config, deps Deps, r *verdicts) {

@@ -20,17 +20,21 @@
 // Medium alerts, so that a flood of Low ones cannot spend the calls that a
 // High alert arriving later needs.
 //
-// What it leaves out: sharing one budget between replicas, and reading the
-// severity out of an alert (the caller does, and maps it with
-// SeverityPriority). The Window type is one process's budget; the Budget
-// interface that defender.Client takes is small so that a shared
-// implementation can take its place.
+// Window is one process's budget. Redis is the same budget shared by every
+// replica of a fleet through Redis: the windows, the reserve and a 429's
+// pause hold for the fleet as a whole, on Redis's clock, and a Redis that
+// does not answer grants no call (ErrStoreUnavailable). Order across
+// replicas holds only in part: see Redis.
+//
+// What it leaves out: reading the severity out of an alert (the caller
+// does, and maps it with SeverityPriority).
 package budget
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"strconv"
@@ -124,8 +128,11 @@ var ErrClosed = errors.New("budget: closed")
 type Option func(*options)
 
 type options struct {
-	reserve float64
-	reg     prometheus.Registerer
+	reserve    float64
+	reg        prometheus.Registerer
+	statePath  string
+	callLength time.Duration
+	log        *slog.Logger
 }
 
 // WithReserve keeps fraction of every window for PriorityHigh and
@@ -139,9 +146,10 @@ type options struct {
 func WithReserve(fraction float64) Option { return func(o *options) { o.reserve = fraction } }
 
 // WithRegisterer registers the Window's metrics with reg:
-// enricher_budget_waiting{priority}, the callers waiting for a call, and
-// enricher_budget_granted_total{priority}, the calls granted. Without it
-// the Window registers nothing.
+// enricher_budget_waiting{priority}, the callers waiting for a call,
+// enricher_budget_granted_total{priority}, the calls granted, and, with
+// WithStateFile, enricher_budget_state_errors_total, the writes to the
+// state file that failed. Without it the Window registers nothing.
 func WithRegisterer(reg prometheus.Registerer) Option { return func(o *options) { o.reg = reg } }
 
 // Window is a sliding-window log budget. The zero value is not usable: call
@@ -168,6 +176,9 @@ type Window struct {
 	timer   clock.Timer
 	closed  bool
 	scratch []time.Time
+
+	state    *state // nil without WithStateFile
+	restored Restored
 }
 
 type call struct {
@@ -182,7 +193,8 @@ type waiter struct {
 
 // New returns a budget enforcing every limit at once. clk may be nil for the
 // real clock. It fails on an empty or invalid limit, a reserve outside
-// [0, 1), and metrics the registerer refuses (already registered).
+// [0, 1), a state file it cannot use (WithStateFile), and metrics the
+// registerer refuses (already registered).
 func New(limits Limits, clk clock.Clock, opts ...Option) (*Window, error) {
 	if len(limits) == 0 {
 		return nil, errors.New("budget: no limits")
@@ -207,8 +219,14 @@ func New(limits Limits, clk clock.Clock, opts ...Option) (*Window, error) {
 		}
 	}
 	w.lower = lowerLimits(w.limits, o.reserve)
+	if o.statePath != "" {
+		if err := w.openState(o); err != nil {
+			return nil, fmt.Errorf("budget: state file: %w", err)
+		}
+	}
 	if o.reg != nil {
 		if err := w.register(o.reg); err != nil {
+			w.closeStateLocked()
 			return nil, err
 		}
 	}
@@ -332,6 +350,7 @@ func (w *Window) PauseUntil(t time.Time) {
 	defer w.mu.Unlock()
 	if t.After(w.paused) {
 		w.paused = t
+		w.recordLocked('p', t)
 		w.scheduleLocked()
 	}
 }
@@ -358,6 +377,7 @@ func (w *Window) Close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
+	w.closeStateLocked()
 	for i, q := range w.queues {
 		for _, wt := range q {
 			wt.ready <- nil
@@ -403,6 +423,7 @@ func (w *Window) grantLocked(now time.Time, limits Limits) *call {
 	}
 	c := &call{at: now, running: true}
 	w.calls = append(w.calls, c)
+	w.recordLocked('g', now)
 	return c
 }
 
@@ -548,7 +569,15 @@ func (w *Window) register(reg prometheus.Registerer) error {
 	waiting := waitingCollector{w: w, desc: prometheus.NewDesc("enricher_budget_waiting",
 		"Callers waiting for a call of the budget, by priority of the lookup (high, medium, low, informational, deferred).",
 		[]string{"priority"}, nil)}
-	for _, c := range []prometheus.Collector{granted, waiting} {
+	cs := []prometheus.Collector{granted, waiting}
+	if w.state != nil {
+		w.state.errors = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "enricher_budget_state_errors_total",
+			Help: "Writes to the call budget's state file (ENRICHER_BUDGET_STATE_FILE) that failed.",
+		})
+		cs = append(cs, w.state.errors)
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("budget: registering metrics: %w", err)
 		}

@@ -94,6 +94,10 @@ type Config struct {
 	MaxEnrichWait   time.Duration
 	ShutdownTimeout time.Duration
 
+	RedisURL        Secret // redis:// or rediss://, password included; unset: each process its own budget
+	RedisTimeout    time.Duration
+	BudgetStateFile string
+
 	HTTPAddr  string
 	LogLevel  string
 	LogFormat string
@@ -131,6 +135,7 @@ func Default() Config {
 		OnUnavailable:      Passthrough,
 		MaxEnrichWait:      10 * time.Second,
 		ShutdownTimeout:    20 * time.Second,
+		RedisTimeout:       500 * time.Millisecond,
 		HTTPAddr:           ":8080",
 		LogLevel:           "info",
 		LogFormat:          "json",
@@ -186,6 +191,9 @@ func (c *Config) options() []option {
 		{"on-unavailable", "passthrough: publish without the user when the API cannot answer in time; wait: hold until it can", enumValue[Policy]{&c.OnUnavailable, []Policy{Passthrough, Wait}}},
 		{"max-enrich-wait", "longest an event waits for its lookup (call budget, Retry-After pause, slow answer) before passthrough; an open breaker passes it through at once", durationValue{&c.MaxEnrichWait}},
 		{"shutdown-timeout", "on SIGTERM, the bound on draining (half of it), flushing and the last commit; events not done by then are consumed again", durationValue{&c.ShutdownTimeout}},
+		{"redis-url", "Redis shared by every replica for the call budget and Retry-After, redis://:PASSWORD@HOST:PORT/DB or rediss:// for TLS (prefer the variable to the flag: flags show in ps; empty: each process its own budget)", secretValue{&c.RedisURL}},
+		{"redis-timeout", "longest one Redis command may take; without an answer no call is made", durationValue{&c.RedisTimeout}},
+		{"budget-state-file", "file where a process without Redis keeps its recent calls, so that a restart does not reset its budget (empty: none)", stringValue{&c.BudgetStateFile}},
 		{"http-addr", "address of /metrics, /healthz and /readyz (empty: off)", stringValue{&c.HTTPAddr}},
 		{"log-level", "debug, info, warn or error", enumValue[string]{&c.LogLevel, []string{"debug", "info", "warn", "error"}}},
 		{"log-format", "json or text", enumValue[string]{&c.LogFormat, []string{"json", "text"}}},
@@ -402,6 +410,7 @@ func (c *Config) Validate() error {
 		{"max-enrich-wait", c.MaxEnrichWait >= 10*time.Millisecond, "at least 10ms"},
 		{"retry-max-age", c.RetryMaxAge >= time.Minute, "at least 1m"},
 		{"shutdown-timeout", c.ShutdownTimeout >= 100*time.Millisecond, "at least 100ms"},
+		{"redis-timeout", c.RedisTimeout >= 10*time.Millisecond && c.RedisTimeout <= 30*time.Second, "from 10ms to 30s"},
 		{"defender-rate-limits", len(c.DefenderRateLimits) > 0, "at least one CALLS/WINDOW pair such as 100/1m"},
 		{"defender-reserve", c.DefenderReserve >= 0 && c.DefenderReserve <= 0.9, "from 0% to 90%, such as 20% (a number without % is a fraction: 0.2)"},
 	}
@@ -419,6 +428,11 @@ func (c *Config) Validate() error {
 	}
 	if _, err := defender.ResolveEndpoint(c.DefenderAPIURL, c.DefenderScope, ""); err != nil {
 		return err
+	}
+	if c.RedisURL.IsSet() {
+		if _, err := RedisOptions(c.RedisURL.Reveal()); err != nil {
+			return bad("redis-url", "%v", err)
+		}
 	}
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {

@@ -159,6 +159,18 @@ func (a *answer) result() (Result, error) {
 	return Result{User: a.user, Cached: a.cached, ByUser: a.byUser}, a.err
 }
 
+// resultFor is the answer as a caller naming ref sees it. A user reused
+// for the flight's alert is, for a caller of the same alert that does not
+// name that user (another record of the alert's envelope, say), this
+// alert's kept answer: Cached, not ByUser, as its later events see it.
+func (f *flight) resultFor(ref defender.UserRef) (Result, error) {
+	r, err := f.result()
+	if r.ByUser && !r.User.Is(ref) {
+		r.ByUser, r.Cached = false, true
+	}
+	return r, err
+}
+
 // New returns a Cache in front of next.
 func New(next Lookup, o Options) (*Cache, error) {
 	if o.Store == nil {
@@ -281,15 +293,16 @@ func (c *Cache) LookupFor(ctx context.Context, alertID string, ref defender.User
 		// Gone already: start no flight that nobody would wait for.
 		return Result{}, fmt.Errorf("%w: no answer within the wait: %w", defender.ErrUnavailable, err)
 	}
-	f := c.join(ctx, alertID, c.usable(ref))
+	ref = c.usable(ref)
+	f := c.join(ctx, alertID, ref)
 	select {
 	case <-f.done: // an answer at hand wins over a ctx that ended too
-		return f.result()
+		return f.resultFor(ref)
 	default:
 	}
 	select {
 	case <-f.done:
-		return f.result()
+		return f.resultFor(ref)
 	case <-ctx.Done():
 		c.leave(f)
 		return Result{}, fmt.Errorf("%w: no answer within the wait: %w", defender.ErrUnavailable, ctx.Err())

@@ -435,3 +435,47 @@ func TestReuseNeedsAUserStore(t *testing.T) {
 		t.Error("New with ReuseUser and no Users succeeded")
 	}
 }
+
+// TestReusedForAnotherCallerOfTheAlert: a lookup of an alert that names no
+// user, joining the flight of the same alert whose user was reused from
+// another alert's call (another record of one envelope, say), gets the
+// alert's kept answer: Cached, not ByUser.
+func TestReusedForAnotherCallerOfTheAlert(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	e := newReuseEnv(t, true, func(ctx context.Context, id string) (*defender.User, error) {
+		<-release
+		return u1Always(ctx, id)
+	})
+	results := make(chan cache.Result, 3)
+	go func() {
+		r, _ := e.cache.LookupFor(context.Background(), alertA, refU1)
+		results <- r
+	}()
+	waitFor(t, "the first alert's call", func() bool { return e.next.calls.Load() == 1 })
+	go func() {
+		r, _ := e.cache.LookupFor(context.Background(), alertB, refU1)
+		results <- r
+	}()
+	waitFor(t, "alert B waiting for A's call", func() bool { return e.lookups(t, "user_coalesced") == 1 })
+	go func() {
+		r, _ := e.cache.LookupFor(context.Background(), alertB, defender.UserRef{})
+		results <- r
+	}()
+	waitFor(t, "B's second lookup joining B's flight", func() bool { return e.lookups(t, "coalesced") == 1 })
+	close(release)
+	var byUser, kept int
+	for range 3 {
+		r := <-results
+		switch {
+		case r.ByUser:
+			byUser++
+		case r.Cached:
+			kept++
+		}
+	}
+	if byUser != 1 || kept != 1 {
+		t.Errorf("%d answers by user and %d kept, want 1 and 1 (and A's own call)", byUser, kept)
+	}
+	e.wantCalls(t, 1)
+}

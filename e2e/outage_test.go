@@ -131,10 +131,12 @@ func TestDefenderOutageWaitPolicy(t *testing.T) {
 	kafkatest.Each(t, func(t *testing.T, c *kafkatest.Cluster) {
 		e := newEnv(t, c, 1)
 		tl := newTail(t, e)
+		// The breaker stays closed, so that every held alert's own lookup
+		// calls the API: with it open, one probe at a time goes through,
+		// and which alert's it is depends on which goroutine asks first.
 		startConnector(t, e, map[string]string{
 			"ENRICHER_ON_UNAVAILABLE":   "wait",
-			"ENRICHER_BREAKER_TIMEOUT":  "500ms",
-			"ENRICHER_BREAKER_FAILURES": "1",
+			"ENRICHER_BREAKER_FAILURES": "1000000",
 		})
 		warm := produceAlerts(t, c, e.in, 1)
 		tl.waitCovered(30*time.Second, warm)
@@ -143,8 +145,7 @@ func TestDefenderOutageWaitPolicy(t *testing.T) {
 		calls := e.sim.CallCount()
 		held := produceAlerts(t, c, e.in, 3, withIDs(newAlertIDs(3)...))
 		// Held, not published: wait until the API has refused a call for
-		// every alert (the breaker lets a probe through every 500ms), so
-		// that each event has settled as failed or unavailable at least
+		// every alert, so that each event has settled as failed at least
 		// once before Defender comes back.
 		waitUntil(t, 60*time.Second, "a call refused for every alert during the outage", func() bool {
 			refused := map[string]bool{}

@@ -361,7 +361,9 @@ func (r *Redis) headLocked() *redisWaiter {
 // that the replica's queue keeps its order.
 func (r *Redis) loop() {
 	defer close(r.stopped)
-	if err := r.ping(); err != nil {
+	// The first request seeds the epoch (or learns it): scripts are
+	// allowed, the store answers, and the first grant needs one round trip.
+	if err := r.seed(); err != nil {
 		r.storeFailed(err)
 	}
 	var (
@@ -642,12 +644,8 @@ func (r *Redis) seed() error {
 	pause := max(0, pausedTo.Sub(r.clock.Now()))
 	r.mu.Unlock()
 	r.mineMu.Lock()
-	lost := "0"
-	if r.epoch != "" {
-		lost = "1"
-	}
 	args := make([]any, 0, 3+2*len(r.mine))
-	args = append(args, lost, micros(r.longest+r.opts.Lease), micros(pause))
+	args = append(args, r.epoch, micros(r.longest+r.opts.Lease), micros(pause))
 	for _, c := range r.order {
 		if !c.gone {
 			args = append(args, c.id, c.score.UnixMicro())
@@ -707,14 +705,6 @@ func (r *Redis) forget(id string) {
 	if err := forgetScript.Run(ctx, r.rdb, r.keys[:1], id).Err(); err != nil {
 		r.storeFailed(err)
 	}
-}
-
-// ping runs a script that only reads Redis's clock: scripts are allowed,
-// the store answers.
-func (r *Redis) ping() error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
-	defer cancel()
-	return timeScript.Run(ctx, r.rdb, r.keys[:1]).Err()
 }
 
 // storeFailed counts a failed command and logs it, at most once per ten

@@ -172,8 +172,8 @@ return tonumber(t[1]) * 1000000 + tonumber(t[2])
 
 // seedScript brings a replica's own calls back into the state, creating
 // the epoch if it is missing: KEYS calls, pause, epoch, seeded. ARGV:
-// whether the replica had seen an earlier epoch ("1": the state was lost,
-// not new), how long the calls and seeded keys are kept, a pause to apply
+// the epoch the replica seeded last ("" if none: an epoch it has not seen
+// means the state was lost, none at all that it is new), how long the calls and seeded keys are kept, a pause to apply
 // (0: none), then pairs of a call id and the instant it stops counting.
 // A call already present keeps its entry, so running it again, or several
 // replicas running it at once, adds each call once. It returns the epoch's
@@ -184,12 +184,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local calls, pausek, epochk, seededk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local keep, pausefor = tonumber(ARGV[2]), tonumber(ARGV[3])
+local known = ARGV[1]
 local at = redis.call('HGET', epochk, 'at')
 if not at then
   at = fmt(now)
   redis.call('DEL', seededk)
-  redis.call('HSET', epochk, 'at', at, 'lost', ARGV[1])
-elseif ARGV[1] == '1' then
+  local lost = '0'
+  if known ~= '' then lost = '1' end
+  redis.call('HSET', epochk, 'at', at, 'lost', lost)
+elseif known ~= '' and known ~= at then
   redis.call('HSET', epochk, 'lost', '1')
 end
 if pausefor > 0 then

@@ -171,6 +171,20 @@ func TestDrillFleetOnRedis(t *testing.T) {
 	if statuses[http.StatusTooManyRequests] > 0 {
 		t.Errorf("Defender answered 429 %d times: the fleet overspent its budget", statuses[http.StatusTooManyRequests])
 	}
+	// Each replica keeps its own cache: an alert read again by another
+	// member after the kill, or tried again from the retry topic by
+	// another member, is called again. What holds is that no alert id is
+	// called more often than it was published, plus once for a call of the
+	// killed member whose output it never wrote.
+	published := map[string]int{}
+	for _, o := range outs {
+		published[o.Env.AlertID]++
+	}
+	for id, n := range perID {
+		if n > published[id]+1 {
+			t.Errorf("alert %s: %d calls for %d outputs", id, n, published[id])
+		}
+	}
 	byCount := map[int]int{}
 	for _, n := range perID {
 		byCount[n]++

@@ -113,10 +113,29 @@ func RedisPrefix(tenant, host string) string {
 // enricher_budget_waiting{priority} as for Window,
 // enricher_budget_store_errors_total, the commands that failed, and
 // enricher_budget_store_up, 1 after a command that succeeded and 0 after
-// one that failed.
+// one that failed, and enricher_budget_store_resets_total, the times this
+// replica found the state lost.
+//
+// A Redis that is new or lost its data (a restart without persistence, a
+// failover to a replica that had not caught up, a flush) has no epoch, the
+// marker written when the state is created. Each replica keeps, in memory,
+// the calls it granted that still count in the longest window (at most
+// that window's calls, a few dozen bytes each); a replica whose request
+// finds the epoch missing, or not the one it last saw, is refused and
+// first writes those calls back, keyed by their ids, so that replicas
+// doing it at once or again add each call once, and with them what is
+// left of its latest pause. The calls of a replica that died before
+// writing them back are unknown: when the state was lost (a replica that
+// had seen an earlier epoch writes it back), each window is taken to have
+// been full at the new epoch's creation, and its calls not written back
+// count as running until a lease after it. Until a window after that, a
+// window admits only as many calls as the calls written back leave it as
+// they age out: a fleet that made few calls before waits up to the window
+// and a lease, once per loss. A Redis that lost its data while every
+// replica restarted too looks new, and starts a fresh budget.
 type Redis struct {
 	rdb     redis.Scripter
-	keys    []string // calls (sorted set), pause (string), waiting (hash)
+	keys    []string // calls (sorted set), pause (string), waiting (hash), epoch (hash), seeded (sorted set)
 	limits  Limits
 	lower   Limits
 	longest time.Duration
@@ -141,6 +160,21 @@ type Redis struct {
 	wake    chan struct{} // buffered 1: the queue changed
 	stop    chan struct{}
 	stopped chan struct{}
+
+	// What this replica granted, to bring back into a Redis that lost it.
+	mineMu  sync.Mutex
+	mine    map[string]*ownCall // by call id
+	order   []*ownCall          // in grant order, pruned from the front
+	epoch   string              // the epoch this replica seeded last; "" before the first
+	reseeds prometheus.Counter
+}
+
+// ownCall is a call this replica granted: the instant it stops counting,
+// on Redis's clock (its lease's end while it runs, its end once reported).
+type ownCall struct {
+	id    string
+	score time.Time
+	gone  bool // taken back
 }
 
 type redisWaiter struct {
@@ -192,7 +226,7 @@ func NewRedis(rdb redis.Scripter, limits Limits, opts RedisOptions) (*Redis, err
 	_, _ = rand.Read(id[:])
 	r := &Redis{
 		rdb:     rdb,
-		keys:    []string{opts.Prefix + "calls", opts.Prefix + "pause", opts.Prefix + "waiting"},
+		keys:    []string{opts.Prefix + "calls", opts.Prefix + "pause", opts.Prefix + "waiting", opts.Prefix + "epoch", opts.Prefix + "seeded"},
 		limits:  append(Limits(nil), limits...),
 		opts:    opts,
 		clock:   opts.Clock,
@@ -201,6 +235,7 @@ func NewRedis(rdb redis.Scripter, limits Limits, opts RedisOptions) (*Redis, err
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
+		mine:    map[string]*ownCall{},
 	}
 	for _, l := range limits {
 		if l.Calls < 1 || l.Per < time.Microsecond {
@@ -326,7 +361,9 @@ func (r *Redis) headLocked() *redisWaiter {
 // that the replica's queue keeps its order.
 func (r *Redis) loop() {
 	defer close(r.stopped)
-	if err := r.ping(); err != nil {
+	// The first request seeds the epoch (or learns it): scripts are
+	// allowed, the store answers, and the first grant needs one round trip.
+	if err := r.seed(); err != nil {
 		r.storeFailed(err)
 	}
 	var (
@@ -374,6 +411,9 @@ func (r *Redis) loop() {
 			continue
 		}
 		r.storeAnswered()
+		if res.reseed {
+			continue // lost again between the seed and the request
+		}
 		if !res.granted {
 			timer = time.NewTimer(res.wait)
 			due, refused, refusedP = timer.C, true, p
@@ -498,21 +538,38 @@ func (r *Redis) Close() {
 // tryResult is the script's answer.
 type tryResult struct {
 	granted bool
+	reseed  bool          // refused: the state is new or lost, seed it first
 	id      string        // the call's entry, when granted
 	now     time.Time     // Redis's clock when it ran
 	wait    time.Duration // when refused: how long until it may be granted
 }
 
-// try asks Redis once for a call of priority p.
+// try asks Redis for a call of priority p; when Redis says the state is
+// new or lost, it seeds it and asks again, once.
 func (r *Redis) try(p Priority) (tryResult, error) {
+	res, err := r.tryOnce(p)
+	if err != nil || !res.reseed {
+		return res, err
+	}
+	if err := r.seed(); err != nil {
+		return tryResult{}, err
+	}
+	return r.tryOnce(p)
+}
+
+// tryOnce asks Redis once for a call of priority p.
+func (r *Redis) tryOnce(p Priority) (tryResult, error) {
 	r.mu.Lock()
 	pause, pausedTo := r.pendingPauseLocked(), r.paused
 	r.mu.Unlock()
+	r.mineMu.Lock()
+	epoch := r.epoch
+	r.mineMu.Unlock()
 	id := r.id + ":" + strconv.FormatUint(r.seq.Add(1), 36)
 	limits := r.limitsFor(p)
-	args := make([]any, 0, 9+2*len(limits))
+	args := make([]any, 0, 10+2*len(limits))
 	args = append(args, r.id, int(p), id, micros(r.opts.Lease), micros(r.opts.hold), micros(r.opts.hold/10), micros(pause),
-		micros(r.longest+r.opts.Lease), len(limits))
+		micros(r.longest+r.opts.Lease), epoch, len(limits))
 	for _, l := range limits {
 		args = append(args, micros(l.Per), l.Calls)
 	}
@@ -525,14 +582,97 @@ func (r *Redis) try(p Priority) (tryResult, error) {
 	if len(vals) != 3 {
 		return tryResult{}, fmt.Errorf("budget: unexpected answer %v from the script", vals)
 	}
+	res := tryResult{granted: vals[0] == 1, reseed: vals[0] == 2, now: time.UnixMicro(vals[1]), wait: time.Duration(vals[2]) * time.Microsecond}
+	if res.reseed {
+		return res, nil // the pause is written by the seed
+	}
 	if pause > 0 {
 		r.pauseWritten(pausedTo)
 	}
-	res := tryResult{granted: vals[0] == 1, now: time.UnixMicro(vals[1]), wait: time.Duration(vals[2]) * time.Microsecond}
 	if res.granted {
 		res.id = id
+		r.remember(id, res.now)
 	}
 	return res, nil
+}
+
+// remember records call id, granted at now on Redis's clock, as running
+// until its lease ends, and forgets the calls that no longer count in any
+// window.
+func (r *Redis) remember(id string, now time.Time) {
+	c := &ownCall{id: id, score: now.Add(r.opts.Lease)}
+	cutoff := now.Add(-r.longest)
+	r.mineMu.Lock()
+	defer r.mineMu.Unlock()
+	r.mine[id] = c
+	r.order = append(r.order, c)
+	n := 0
+	for n < len(r.order) && (r.order[n].gone || !r.order[n].score.After(cutoff)) {
+		delete(r.mine, r.order[n].id)
+		r.order[n] = nil
+		n++
+	}
+	if n > 0 {
+		r.order = r.order[n:]
+	}
+}
+
+// ended records the end of call id at, on Redis's clock; gone, that it was
+// taken back.
+func (r *Redis) ended(id string, at time.Time, gone bool) {
+	r.mineMu.Lock()
+	defer r.mineMu.Unlock()
+	if c := r.mine[id]; c != nil {
+		if gone {
+			c.gone = true
+			delete(r.mine, id)
+		} else if at.Before(c.score) {
+			c.score = at
+		}
+	}
+}
+
+// seed brings this replica's calls back into Redis, creating the epoch if
+// Redis has none (it is new or lost its data), with the pause in force,
+// and takes the epoch as the one this replica seeded. Running it again
+// adds nothing twice.
+func (r *Redis) seed() error {
+	// A pause already written may have gone with the lost state: what is
+	// left of the latest one is written again.
+	r.mu.Lock()
+	pausedTo := r.paused
+	pause := max(0, pausedTo.Sub(r.clock.Now()))
+	r.mu.Unlock()
+	r.mineMu.Lock()
+	args := make([]any, 0, 3+2*len(r.mine))
+	args = append(args, r.epoch, micros(r.longest+r.opts.Lease), micros(pause))
+	for _, c := range r.order {
+		if !c.gone {
+			args = append(args, c.id, c.score.UnixMicro())
+		}
+	}
+	r.mineMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
+	defer cancel()
+	epoch, err := seedScript.Run(ctx, r.rdb, []string{r.keys[0], r.keys[1], r.keys[3], r.keys[4]}, args...).Text()
+	if err != nil {
+		return err
+	}
+	if pause > 0 {
+		r.pauseWritten(pausedTo)
+	}
+	r.mineMu.Lock()
+	prev := r.epoch
+	r.epoch = epoch
+	r.mineMu.Unlock()
+	if prev != "" && prev != epoch {
+		if r.reseeds != nil {
+			r.reseeds.Inc()
+		}
+		r.log.Warn("the shared call budget in Redis had lost its state: this replica's calls of the last window were written back, and until a window after that the calls of replicas that did not write theirs back count as if the windows were full",
+			"calls", (len(args)-3)/2)
+	}
+	return nil
 }
 
 // doneFunc returns the function that reports the end of call id.
@@ -553,24 +693,18 @@ func (r *Redis) end(id string) time.Time {
 		return time.Time{}
 	}
 	r.storeAnswered()
+	r.ended(id, time.UnixMicro(at), false)
 	return time.UnixMicro(at)
 }
 
 // forget takes back call id, granted but never made.
 func (r *Redis) forget(id string) {
+	r.ended(id, time.Time{}, true)
 	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
 	defer cancel()
 	if err := forgetScript.Run(ctx, r.rdb, r.keys[:1], id).Err(); err != nil {
 		r.storeFailed(err)
 	}
-}
-
-// ping runs a script that only reads Redis's clock: scripts are allowed,
-// the store answers.
-func (r *Redis) ping() error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
-	defer cancel()
-	return timeScript.Run(ctx, r.rdb, r.keys[:1]).Err()
 }
 
 // storeFailed counts a failed command and logs it, at most once per ten
@@ -623,10 +757,14 @@ func (r *Redis) register(reg prometheus.Registerer) error {
 		Name: "enricher_budget_store_up",
 		Help: "1 if the last command to the shared call budget's Redis succeeded, 0 if it failed.",
 	})
+	r.reseeds = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "enricher_budget_store_resets_total",
+		Help: "Times this replica found that the shared call budget's Redis had lost its state, and wrote its own calls back.",
+	})
 	w := redisWaitingCollector{r: r, desc: prometheus.NewDesc("enricher_budget_waiting",
 		"Callers waiting for a call of the budget, by priority of the lookup (high, medium, low, informational, deferred).",
 		[]string{"priority"}, nil)}
-	for _, c := range []prometheus.Collector{granted, w, r.errors, r.up} {
+	for _, c := range []prometheus.Collector{granted, w, r.errors, r.up, r.reseeds} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("budget: registering metrics: %w", err)
 		}

@@ -855,3 +855,63 @@ func awaitOutcome(t testing.TB, e *env, tl *tail, timeout time.Duration, inputs 
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// privateRedis is a Redis of the drill's own, started by scripts/redis.sh
+// in a temporary directory on a free port of 127.0.0.1: restarting it hits
+// no test of another package that uses the Redis of
+// ENRICHER_TEST_REDIS_URL at the same time.
+type privateRedis struct {
+	t   testing.TB
+	env []string
+	url string
+}
+
+// startPrivateRedis starts the server and stops it at cleanup. It needs
+// what scripts/redis.sh needs: redis-server (which it installs with
+// apt-get when missing).
+func startPrivateRedis(t *testing.T) *privateRedis {
+	t.Helper()
+	port := freePort(t)
+	r := &privateRedis{t: t, env: []string{"REDIS_DIR=" + t.TempDir(), "REDIS_PORT=" + strconv.Itoa(port)}}
+	t.Cleanup(func() { runScript(t, "redis.sh", r.env, time.Minute, "stop") })
+	out := runScript(t, "redis.sh", r.env, 2*time.Minute, "start")
+	r.url = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "REDIS_URL="))
+	if want := "redis://127.0.0.1:" + strconv.Itoa(port) + "/0"; r.url != want {
+		t.Fatalf("scripts/redis.sh start printed %q, want REDIS_URL=%s", out, want)
+	}
+	return r
+}
+
+// restart stops the server and starts it again on the same port, empty
+// (it keeps nothing on disk), and returns how long it was away.
+func (r *privateRedis) restart() time.Duration {
+	r.t.Helper()
+	start := time.Now()
+	runScript(r.t, "redis.sh", r.env, time.Minute, "stop")
+	runScript(r.t, "redis.sh", r.env, 2*time.Minute, "start")
+	return time.Since(start)
+}
+
+// runScript runs scripts/NAME with args and extra environment variables,
+// bounded by timeout, and returns its stdout; it fails the test with the
+// script's stderr if it fails.
+func runScript(t testing.TB, name string, env []string, timeout time.Duration, args ...string) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatalf("finding the repository: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", name), args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), env...)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 5 * time.Second // a daemon started by the script may hold the pipes
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scripts/%s %s: %v\n%s", name, strings.Join(args, " "), err, tailLines(stderr.String(), 40))
+	}
+	return string(out)
+}

@@ -150,3 +150,32 @@ func clientFor(t testing.TB, u string) *redis.Client {
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
+
+// Lose makes the server lose the test's data, as a Redis restarted without
+// persistence, or failed over to a replica that had not caught up, does.
+// A miniredis is stopped, emptied and started again on the same address,
+// so that open connections are cut; on the real Redis, which other tests
+// share, the test's keys are deleted.
+func (s *Server) Lose(t testing.TB) {
+	t.Helper()
+	if s.mini != nil {
+		s.mini.Close()
+		s.mini.FlushAll()
+		if err := s.mini.StartAddr(s.addr); err != nil {
+			t.Fatalf("redistest: starting miniredis again on %s: %v", s.addr, err)
+		}
+		return
+	}
+	c := s.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	keys, err := c.Keys(ctx, s.prefix+"*").Result()
+	if err != nil {
+		t.Fatalf("redistest: listing the test's keys: %v", err)
+	}
+	if len(keys) > 0 {
+		if err := c.Del(ctx, keys...).Err(); err != nil {
+			t.Fatalf("redistest: deleting the test's keys: %v", err)
+		}
+	}
+}

@@ -63,3 +63,34 @@ func TestProxy(t *testing.T) {
 		}
 	})
 }
+
+// TestLose: after Lose the test's keys are gone and the server answers
+// again on the same address.
+func TestLose(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, s *redistest.Server) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := s.Client(t)
+		if err := c.Set(ctx, s.Prefix()+"k", "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		addr := s.Addr()
+		s.Lose(t)
+		if s.Addr() != addr {
+			t.Fatalf("the server moved from %s to %s", addr, s.Addr())
+		}
+		deadline := time.Now().Add(30 * time.Second) // guards against a hang only
+		for {
+			n, err := c.Exists(ctx, s.Prefix()+"k").Result()
+			if err == nil {
+				if n != 0 {
+					t.Fatalf("the key is still there after Lose")
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the server does not answer after Lose: %v", err)
+			}
+		}
+	})
+}

@@ -247,7 +247,7 @@ func (r *Redis) hold(alertID, token string) (release func()) {
 	}
 	stop := make(chan struct{})
 	go func() {
-		t := time.NewTicker(r.opts.LockTTL / 3)
+		t := time.NewTicker(max(r.opts.LockTTL/3, time.Millisecond))
 		defer t.Stop()
 		for {
 			select {

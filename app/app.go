@@ -2,7 +2,8 @@
 // one place where start-up order and the reverse teardown order are visible.
 //
 // Start-up: metrics registry and HTTP endpoints; the Defender lookup stack
-// (credential, call budget, circuit breaker, client, cache); the producer;
+// (credential, call budget, circuit breaker, client, cache, the budget and
+// the cache sharing one Redis client with ENRICHER_REDIS_URL); the producer;
 // the consumer; the pipeline. Teardown, bounded by ShutdownTimeout: stop
 // fetching and drain the pipeline; flush the producer; commit and leave the
 // group; close the budget and its Redis client; stop the HTTP server.
@@ -137,9 +138,13 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	if cfg.ReuseUser {
 		users = cache.NewLRU(cfg.CacheSize, cfg.CacheTTL)
 	}
+	shared, err := a.newSharedCache(cfg, deps, ep, reg) // nil without ENRICHER_REDIS_URL
+	if err != nil {
+		return nil, err
+	}
 	if a.cache, err = cache.New(client, cache.Options{
 		Store: a.store, TTL: cfg.CacheTTL, NegativeTTL: cfg.NegativeCacheTTL, Registerer: reg,
-		ReuseUser: cfg.ReuseUser, Users: users,
+		ReuseUser: cfg.ReuseUser, Users: users, Shared: shared,
 	}); err != nil {
 		return nil, err
 	}

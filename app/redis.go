@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/defender-enricher/defender-enricher/budget"
+	"github.com/defender-enricher/defender-enricher/cache"
 	"github.com/defender-enricher/defender-enricher/config"
 	"github.com/defender-enricher/defender-enricher/defender"
 )
@@ -73,6 +74,32 @@ func (a *App) newBudget(cfg config.Config, deps Deps, ep defender.Endpoint, reg 
 	a.redis = rdb
 	a.log.Info("call budget shared in Redis", "redis", rdb.Options().Addr, "tls", rdb.Options().TLSConfig != nil, "keys", prefix+"*")
 	return b, nil
+}
+
+// newSharedCache builds the level of the cache the replicas share in
+// Redis, under the budget's keys, when ENRICHER_REDIS_URL is set; nil
+// otherwise. The budget must be built first: it makes the client.
+func (a *App) newSharedCache(cfg config.Config, deps Deps, ep defender.Endpoint, reg prometheus.Registerer) (*cache.Redis, error) {
+	if a.redis == nil {
+		return nil, nil
+	}
+	prefix := budget.RedisPrefix(getenv(deps)("AZURE_TENANT_ID"), ep.BaseURL.Host)
+	shared, err := cache.NewRedis(a.redis, cache.RedisOptions{
+		Prefix: prefix, Timeout: cfg.RedisTimeout, LockTTL: lockTTL(cfg.RedisTimeout), Logger: a.log, Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.log.Info("cache shared in Redis", "keys", prefix+"alert:*", "lock_ttl", lockTTL(cfg.RedisTimeout).String())
+	return shared, nil
+}
+
+// lockTTL is how long an alert's lock in Redis outlives its owner's last
+// renewal (every third of it): long enough for a renewal to get through a
+// slow Redis, short enough that the lookups of an alert whose replica died
+// mid-call wait about as long as ENRICHER_MAX_ENRICH_WAIT lets them.
+func lockTTL(redisTimeout time.Duration) time.Duration {
+	return max(10*time.Second, 4*redisTimeout)
 }
 
 // newRedisClient translates ENRICHER_REDIS_URL and ENRICHER_REDIS_TIMEOUT

@@ -19,6 +19,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/defender-enricher/defender-enricher/budget"
+	"github.com/defender-enricher/defender-enricher/cache"
 	"github.com/defender-enricher/defender-enricher/config"
 	"github.com/defender-enricher/defender-enricher/redistest"
 )
@@ -75,6 +76,86 @@ func TestNewSharesTheBudgetInRedis(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("enricher_budget_store_up is not 1 after a grant")
+	}
+}
+
+// TestNewSharesTheCacheInRedis: with ENRICHER_REDIS_URL set, a lookup's
+// answer is kept in Redis under the fleet's keys, where a second app (a
+// second replica) finds it, with no call; without it, the cache is the
+// process's own, and its metrics are those it always had.
+func TestNewSharesTheCacheInRedis(t *testing.T) {
+	cfg, deps, sim, _ := checkConfig(t)
+	cfg.HTTPAddr = ""
+	const alertID = "da637472900382838869_1364969609"
+	lookup := func(a *App) cache.Result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // guards against a hang only
+		defer cancel()
+		r, err := a.cache.Lookup(budget.WithPriority(ctx, budget.PriorityHigh), alertID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	metrics := func(a *App) map[string]bool {
+		t.Helper()
+		mfs, err := a.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := map[string]bool{}
+		for _, mf := range mfs {
+			names[mf.GetName()] = true
+		}
+		return names
+	}
+	shared := []string{"enricher_cache_shared_hits_total", "enricher_cache_lock_waits_total", "enricher_cache_store_errors_total"}
+
+	local, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeApp(t, local)
+	for _, name := range shared {
+		if metrics(local)[name] {
+			t.Errorf("%s without ENRICHER_REDIS_URL", name)
+		}
+	}
+
+	s := redistest.NewMini(t)
+	cfg.RedisURL = config.NewSecret(s.URL())
+	first, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeApp(t, first)
+	if r := lookup(first); r.Cached {
+		t.Fatalf("first replica: %+v, want a call", r)
+	}
+	u, err := url.Parse(sim.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := budget.RedisPrefix(sim.TenantID(), u.Host) + "alert:" + alertID
+	if keys := s.Mini().Keys(); !contains(keys, want) {
+		t.Fatalf("keys %v, want %s", keys, want)
+	}
+	second, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeApp(t, second)
+	calls := sim.CallCount()
+	if r := lookup(second); !r.Cached {
+		t.Fatalf("second replica: %+v, want the first one's answer", r)
+	}
+	if sim.CallCount() != calls {
+		t.Errorf("the second replica called")
+	}
+	for _, name := range shared {
+		if !metrics(second)[name] {
+			t.Errorf("no %s with ENRICHER_REDIS_URL", name)
+		}
 	}
 }
 

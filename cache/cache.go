@@ -11,8 +11,11 @@
 // user. A burst of alerts about one user then costs one call. See
 // CachedFor and LookupFor.
 //
-// What it leaves out: sharing entries between replicas. Store is the small
-// interface a shared store would implement; LRU is one process's store.
+// With Options.Shared (Redis), the replicas of a fleet share the answers,
+// the users found and the calls: a lookup that misses this replica's stores
+// asks Redis before it calls, and takes the alert's lock there, so that an
+// alert looked up by one replica is a hit for the others and the fleet
+// makes one call per alert. The hit path never asks Redis. See Redis.
 package cache
 
 import (
@@ -37,8 +40,10 @@ type Entry struct {
 	Expires time.Time
 }
 
-// Store keeps entries. Implementations are safe for concurrent use and may
-// forget entries at any time (a bounded store must).
+// Store keeps entries, in this process: the cache reads it on its hit path,
+// which must not wait (Options.Shared is the level shared by replicas).
+// Implementations are safe for concurrent use and may forget entries at any
+// time (a bounded store must).
 type Store interface {
 	Get(alertID string) (Entry, bool)
 	Add(alertID string, e Entry)
@@ -87,7 +92,12 @@ type Options struct {
 	// are "sid:" and "id:" followed by the lowercased value; it is bounded
 	// as Store is (an LRU of the same size holds half as many users, at
 	// most two keys each).
-	Users      Store
+	Users Store
+	// Shared, when set, is the level behind Store and Users that every
+	// replica shares: a lookup that misses them asks it before it calls,
+	// keeps what it finds in Store and Users (until it expires there), and
+	// writes its call's answer to it. Nil: this process's stores alone.
+	Shared     *Redis
 	Clock      clock.Clock
 	Registerer prometheus.Registerer
 }
@@ -120,6 +130,11 @@ type Cache struct {
 	// The children of lookups, resolved once: a hit costs no label lookup.
 	hits, negativeHits, userHits, misses, coalesced, userCoalesced prometheus.Counter
 	reused                                                         prometheus.Counter
+	// With shared: answers found in Redis, by kind, and waits for another
+	// replica's lock.
+	shared                                         *Redis
+	sharedHits, sharedNegativeHits, sharedUserHits prometheus.Counter
+	lockWaits                                      prometheus.Counter
 
 	mu      sync.Mutex
 	flights map[string]*flight
@@ -194,7 +209,7 @@ func New(next Lookup, o Options) (*Cache, error) {
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "enricher_cache_lookups_total",
 			Help: "Lookups by result: hit (the alert's kept user), negative_hit (its kept 404), user_hit (the kept user of another alert, which this one names), " +
-				"miss (a call started), coalesced (joined the alert's call in progress), user_coalesced (waited for the call of another alert that named the same user).",
+				"miss (a call started, after asking the cache the replicas share when there is one), coalesced (joined the alert's call in progress), user_coalesced (waited for the call of another alert that named the same user).",
 		}, []string{"result"}),
 		reused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "enricher_user_reuse_total",
@@ -205,6 +220,22 @@ func New(next Lookup, o Options) (*Cache, error) {
 		c.users = o.Users
 		c.userFlights = make(map[string]*flight)
 	}
+	collectors := []prometheus.Collector{c.lookups, c.reused}
+	if o.Shared != nil {
+		c.shared = o.Shared
+		hits := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "enricher_cache_shared_hits_total",
+			Help: "Lookups that missed this replica's cache and were answered from the cache the replicas share in Redis, with no call: hit (the alert's user), negative_hit (its 404), user_hit (the user of another alert, which this one names).",
+		}, []string{"result"})
+		c.sharedHits = hits.WithLabelValues("hit")
+		c.sharedNegativeHits = hits.WithLabelValues("negative_hit")
+		c.sharedUserHits = hits.WithLabelValues("user_hit")
+		c.lockWaits = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "enricher_cache_lock_waits_total",
+			Help: "Lookups that found their alert's lock in Redis held by another replica, and waited for that replica's answer instead of calling.",
+		})
+		collectors = append(collectors, hits, c.lockWaits)
+	}
 	c.hits = c.lookups.WithLabelValues("hit")
 	c.negativeHits = c.lookups.WithLabelValues("negative_hit")
 	c.userHits = c.lookups.WithLabelValues("user_hit")
@@ -212,7 +243,7 @@ func New(next Lookup, o Options) (*Cache, error) {
 	c.coalesced = c.lookups.WithLabelValues("coalesced")
 	c.userCoalesced = c.lookups.WithLabelValues("user_coalesced")
 	if o.Registerer != nil {
-		for _, m := range []prometheus.Collector{c.lookups, c.reused} {
+		for _, m := range collectors {
 			if err := o.Registerer.Register(m); err != nil {
 				return nil, fmt.Errorf("cache: registering metrics: %w", err)
 			}
@@ -285,6 +316,13 @@ func (c *Cache) Lookup(ctx context.Context, alertID string) (Result, error) {
 // its own call. After maxUserWaits answers that were not ref it calls
 // without waiting any more, so that alerts that name one user but are not
 // that user's do not queue behind each other.
+//
+// With Options.Shared, a flight about to call asks Redis first: the alert's
+// answer kept by any replica, then a user kept there that is exactly ref,
+// then the alert's lock. While another replica holds the lock the flight
+// waits for that replica's answer, as long as anyone waits for the flight;
+// it calls once the lock is free without an answer. A call's answer is
+// written to Redis before the callers get it.
 func (c *Cache) LookupFor(ctx context.Context, alertID string, ref defender.UserRef) (Result, error) {
 	if r, err, ok := c.CachedFor(alertID, ref); ok {
 		return r, err
@@ -398,7 +436,17 @@ func (c *Cache) run(alertID string, f *flight) {
 			return
 		}
 	}
+	var token string // the alert's lock in Redis, when this flight holds it
+	release := func() {}
+	if c.shared != nil {
+		var done bool
+		if token, done = c.lookShared(alertID, f); done {
+			return
+		}
+		release = c.shared.hold(alertID, token)
+	}
 	u, err := c.next.User(f.ctx, alertID)
+	release()
 	a := answer{user: u, err: err}
 	switch {
 	case err == nil:
@@ -408,6 +456,9 @@ func (c *Cache) run(alertID string, f *flight) {
 		c.index(e)
 	case errors.Is(err, defender.ErrNotFound):
 		c.store.Add(alertID, Entry{Expires: c.clock.Now().Add(c.negTTL)})
+	}
+	if c.shared != nil {
+		c.keepShared(alertID, token, a)
 	}
 	c.finish(alertID, f, a)
 }

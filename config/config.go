@@ -94,7 +94,7 @@ type Config struct {
 	MaxEnrichWait   time.Duration
 	ShutdownTimeout time.Duration
 
-	RedisURL        Secret // redis:// or rediss://, password included; unset: each process its own budget
+	RedisURL        Secret // redis:// or rediss://, password included; unset: each process its own budget and cache
 	RedisTimeout    time.Duration
 	BudgetStateFile string
 
@@ -191,7 +191,7 @@ func (c *Config) options() []option {
 		{"on-unavailable", "passthrough: publish without the user when the API cannot answer in time; wait: hold until it can", enumValue[Policy]{&c.OnUnavailable, []Policy{Passthrough, Wait}}},
 		{"max-enrich-wait", "longest an event waits for its lookup (call budget, Retry-After pause, slow answer) before passthrough; an open breaker passes it through at once", durationValue{&c.MaxEnrichWait}},
 		{"shutdown-timeout", "on SIGTERM, the bound on draining (half of it), flushing and the last commit; events not done by then are consumed again", durationValue{&c.ShutdownTimeout}},
-		{"redis-url", "Redis shared by every replica for the call budget and Retry-After, redis://:PASSWORD@HOST:PORT/DB or rediss:// for TLS (prefer the variable to the flag: flags show in ps; empty: each process its own budget)", secretValue{&c.RedisURL}},
+		{"redis-url", "Redis shared by every replica for the call budget, Retry-After and the cache, redis://:PASSWORD@HOST:PORT/DB or rediss:// for TLS (prefer the variable to the flag: flags show in ps; empty: each process its own budget)", secretValue{&c.RedisURL}},
 		{"redis-timeout", "longest one Redis command may take; without an answer no call is made", durationValue{&c.RedisTimeout}},
 		{"budget-state-file", "file where a process without Redis keeps its recent calls, so that a restart does not reset its budget (empty: none)", stringValue{&c.BudgetStateFile}},
 		{"http-addr", "address of /metrics, /healthz and /readyz (empty: off)", stringValue{&c.HTTPAddr}},

@@ -566,10 +566,7 @@ func (w *Window) register(reg prometheus.Registerer) error {
 	for _, p := range priorities {
 		w.granted[p.index()] = granted.WithLabelValues(p.String())
 	}
-	waiting := waitingCollector{w: w, desc: prometheus.NewDesc("enricher_budget_waiting",
-		"Callers waiting for a call of the budget, by priority of the lookup (high, medium, low, informational, deferred).",
-		[]string{"priority"}, nil)}
-	cs := []prometheus.Collector{granted, waiting}
+	cs := []prometheus.Collector{granted, newWaitingCollector(w.queueLens)}
 	if w.state != nil {
 		w.state.errors = prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "enricher_budget_state_errors_total",
@@ -586,22 +583,33 @@ func (w *Window) register(reg prometheus.Registerer) error {
 }
 
 // waitingCollector reports the length of each priority's queue at scrape
-// time.
+// time; lens returns them, by Priority.index.
 type waitingCollector struct {
-	w    *Window
+	lens func() [numPriorities]int
 	desc *prometheus.Desc
+}
+
+func newWaitingCollector(lens func() [numPriorities]int) waitingCollector {
+	return waitingCollector{lens: lens, desc: prometheus.NewDesc("enricher_budget_waiting",
+		"Callers waiting for a call of the budget, by priority of the lookup (high, medium, low, informational, deferred).",
+		[]string{"priority"}, nil)}
 }
 
 func (c waitingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c waitingCollector) Collect(ch chan<- prometheus.Metric) {
-	var n [numPriorities]int
-	c.w.mu.Lock()
-	for i, q := range c.w.queues {
-		n[i] = len(q)
-	}
-	c.w.mu.Unlock()
+	n := c.lens()
 	for _, p := range priorities {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n[p.index()]), p.String())
 	}
+}
+
+// queueLens returns the length of each priority's queue.
+func (w *Window) queueLens() (n [numPriorities]int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, q := range w.queues {
+		n[i] = len(q)
+	}
+	return n
 }

@@ -761,10 +761,7 @@ func (r *Redis) register(reg prometheus.Registerer) error {
 		Name: "enricher_budget_store_resets_total",
 		Help: "Times this replica found that the shared call budget's Redis had lost its state, and wrote its own calls back.",
 	})
-	w := redisWaitingCollector{r: r, desc: prometheus.NewDesc("enricher_budget_waiting",
-		"Callers waiting for a call of the budget, by priority of the lookup (high, medium, low, informational, deferred).",
-		[]string{"priority"}, nil)}
-	for _, c := range []prometheus.Collector{granted, w, r.errors, r.up, r.reseeds} {
+	for _, c := range []prometheus.Collector{granted, newWaitingCollector(r.queueLens), r.errors, r.up, r.reseeds} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("budget: registering metrics: %w", err)
 		}
@@ -772,21 +769,12 @@ func (r *Redis) register(reg prometheus.Registerer) error {
 	return nil
 }
 
-type redisWaitingCollector struct {
-	r    *Redis
-	desc *prometheus.Desc
-}
-
-func (c redisWaitingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c redisWaitingCollector) Collect(ch chan<- prometheus.Metric) {
-	var n [numPriorities]int
-	c.r.mu.Lock()
-	for i, q := range c.r.queues {
+// queueLens returns the length of each priority's queue.
+func (r *Redis) queueLens() (n [numPriorities]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, q := range r.queues {
 		n[i] = len(q)
 	}
-	c.r.mu.Unlock()
-	for _, p := range priorities {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n[p.index()]), p.String())
-	}
+	return n
 }

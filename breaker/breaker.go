@@ -60,6 +60,10 @@ const (
 // call when the breaker opened.
 var ErrOpen = errors.New("circuit breaker open")
 
+// errProbeLate ends a half-open probe that waited ProbeWait for its token
+// or its budget without starting its call.
+var errProbeLate = fmt.Errorf("%w: the probe call could not start in time; another lookup may probe", ErrOpen)
+
 // errOpened ends the attempts let through before the breaker opened.
 var errOpened = fmt.Errorf("%w: it opened after repeated failures of the Defender API before this call started", ErrOpen)
 
@@ -77,6 +81,11 @@ type Options struct {
 	// Probes is how many calls a half-open breaker lets through, and how
 	// many successes close it; default 1.
 	Probes uint32
+	// ProbeWait bounds how long a probe may wait for its token and its
+	// call budget before it gives its place back, so that a lookup the
+	// budget holds (a low-priority one behind the reserve, say) does not
+	// keep the breaker half-open while others could probe; default 2s.
+	ProbeWait time.Duration
 	// OnStateChange, when set, is told of every change. It runs under the
 	// breaker's lock: it must return quickly and must not call the Breaker.
 	OnStateChange func(from, to State)
@@ -87,6 +96,7 @@ type Options struct {
 // Breaker is a defender.Breaker. It is safe for concurrent use.
 type Breaker struct {
 	first, max time.Duration
+	probeWait  time.Duration
 	onChange   func(from, to State)
 	log        *slog.Logger
 	changes    *prometheus.CounterVec
@@ -126,8 +136,11 @@ func New(o Options) (*Breaker, error) {
 	if o.Probes == 0 {
 		o.Probes = 1
 	}
+	if o.ProbeWait <= 0 {
+		o.ProbeWait = 2 * time.Second
+	}
 	b := &Breaker{
-		first: o.FirstTimeout, max: o.Timeout, onChange: o.OnStateChange, log: o.Logger,
+		first: o.FirstTimeout, max: o.Timeout, probeWait: o.ProbeWait, onChange: o.OnStateChange, log: o.Logger,
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "enricher_breaker_transitions_total",
 			Help: "Defender circuit breaker state changes, by new state.",
@@ -245,6 +258,13 @@ func (b *Breaker) Allow(ctx context.Context) (wait context.Context, done func(de
 		return nil, nil, fmt.Errorf("%w after repeated failures of the Defender API", ErrOpen)
 	}
 	wait, cancel := context.WithCancelCause(ctx)
+	if s == StateHalfOpen {
+		// A probe that cannot start its call soon gives its place back:
+		// its attempt ends without a call, which is neutral.
+		end := cancel
+		probe := time.AfterFunc(b.probeWait, func() { end(errProbeLate) })
+		cancel = func(cause error) { probe.Stop(); end(cause) }
+	}
 	b.lastWait++
 	id := b.lastWait
 	b.waits[id] = cancel

@@ -428,3 +428,52 @@ func TestDoneEndsTheWait(t *testing.T) {
 		t.Error("the wait goes on after done")
 	}
 }
+
+// TestLateProbeGivesItsPlaceBack: a probe whose token or budget wait lasts
+// longer than ProbeWait has its wait ended, without a call, so that it
+// cannot hold the breaker half-open while other lookups could probe; its
+// neutral outcome gives the place to the next caller.
+func TestLateProbeGivesItsPlaceBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, breaker.Options{Failures: 1, FirstTimeout: time.Millisecond, Timeout: time.Hour, ProbeWait: 20 * time.Millisecond})
+	e.call(t, defender.OutcomeFailure)
+	waitCtx, probe := func() (context.Context, func(defender.Outcome)) {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			ctx, done, err := e.Allow(context.Background())
+			if err == nil {
+				return ctx, done
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no probe let through: %v", err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	e.wantState(t, breaker.StateHalfOpen)
+	select {
+	case <-waitCtx.Done():
+	case <-time.After(60 * time.Second):
+		t.Fatal("the probe's wait did not end")
+	}
+	if cause := context.Cause(waitCtx); !errors.Is(cause, breaker.ErrOpen) {
+		t.Errorf("the late probe's wait ended with %v, want ErrOpen", cause)
+	}
+	probe(defender.OutcomeNeutral) // what the client reports: no call made
+	e.wantState(t, breaker.StateHalfOpen)
+	_, next, err := e.Allow(context.Background())
+	if err != nil {
+		t.Fatalf("the next caller could not probe: %v", err)
+	}
+	next(defender.OutcomeSuccess)
+	e.wantState(t, breaker.StateClosed)
+	// A closed breaker's waits are not bounded.
+	ctx, done, err := e.Allow(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done(defender.OutcomeNeutral)
+	if dl, ok := ctx.Deadline(); ok || ctx.Err() != nil {
+		t.Errorf("a closed breaker's wait has a deadline %v or ended: %v", dl, ctx.Err())
+	}
+}

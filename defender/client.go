@@ -297,6 +297,11 @@ func (c *Client) attempt(ctx context.Context, target, alertID string, attempt in
 		}
 		return nil, false, 0, fmt.Errorf("%w: waiting for the call budget: %w", ErrUnavailable, err)
 	}
+	if waitCtx.Err() != nil {
+		// Granted just as the breaker opened or the caller left: no call.
+		done()
+		return nil, false, 0, fmt.Errorf("%w: %w", ErrUnavailable, context.Cause(waitCtx))
+	}
 	// A token good for the call when taken but no longer after the wait for
 	// the budget (which can last as long as the caller allows) is taken
 	// again from the credential, which renews a token near its expiry.

@@ -349,11 +349,11 @@ type event struct {
 	update *schemas.Update
 	// retried is set on every event read from the retry topic, deferred on
 	// one whose deferral was sent with its output.
-	retried, deferred bool
-	acks              atomic.Int32 // records sent for the event and not yet acknowledged
-	ready             bool         // guarded by Pipeline.mu
-	next              *event       // guarded by Pipeline.mu
-	buf               *[]byte
+	retried, deferred, renewed bool
+	acks                       atomic.Int32 // records sent for the event and not yet acknowledged
+	ready                      bool         // guarded by Pipeline.mu
+	next                       *event       // guarded by Pipeline.mu
+	buf                        *[]byte
 	// What the alert says of itself (schemas.ReadHints), read only when
 	// its alert id missed the cache: its severity as it came, and the one
 	// user it names, which the lookup may answer from another alert's.
@@ -645,7 +645,10 @@ type Stats struct {
 	// up after RetryMaxAge. RetryDeadLetters counts retry-topic records
 	// that were no deferral and went to the dead-letter topic.
 	Deferred, Updates, GivenUp, RetryDeadLetters int64
-	InFlight                                     int
+	// Renewed counts deferred events written again to the back of the
+	// retry topic after their own calls kept failing.
+	Renewed  int64
+	InFlight int
 	// InFlightBytes is the size of the input messages held (see
 	// Config.MaxInFlightBytes).
 	InFlightBytes int64
@@ -658,7 +661,7 @@ func (s Stats) Total() int64 {
 
 type counters struct {
 	enriched, notFound, unavailable, failed, skipped, deadLetters, fromCache atomic.Int64
-	deferred, updates, givenUp, retryDeadLetters                             atomic.Int64
+	deferred, updates, givenUp, retryDeadLetters, renewed                    atomic.Int64
 }
 
 func (c *counters) count(s schemas.Status) {
@@ -684,7 +687,7 @@ func (p *Pipeline) Stats() Stats {
 		Skipped: p.stats.skipped.Load(), DeadLetters: p.stats.deadLetters.Load(),
 		FromCache: p.stats.fromCache.Load(), InFlight: len(p.slots), InFlightBytes: p.bytes.held(),
 		Deferred: p.stats.deferred.Load(), Updates: p.stats.updates.Load(), GivenUp: p.stats.givenUp.Load(),
-		RetryDeadLetters: p.stats.retryDeadLetters.Load(),
+		RetryDeadLetters: p.stats.retryDeadLetters.Load(), Renewed: p.stats.renewed.Load(),
 	}
 }
 

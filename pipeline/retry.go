@@ -48,6 +48,7 @@ type retryState struct {
 		deferred prometheus.Counter
 		updates  *prometheus.CounterVec
 		givenUp  prometheus.Counter
+		renewed  prometheus.Counter
 	}
 	// givenUpLog limits give-up lines to one per DeadLetterLogInterval,
 	// with the count of those not logged; RunRetries alone touches it.
@@ -71,12 +72,16 @@ func (r *retryState) init(reg prometheus.Registerer) error {
 		Name: "enricher_deferred_given_up_total",
 		Help: "Deferred events given up, older than ENRICHER_RETRY_MAX_AGE; no update was published for them.",
 	})
+	r.metrics.renewed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "enricher_deferred_renewed_total",
+		Help: "Deferred events written again to the back of the retry topic after their own calls kept failing.",
+	})
 	waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "enricher_deferred_waiting",
 		Help: "Deferred events read from the retry topic and waiting for their update; the rest of the backlog is the retry group's lag.",
 	}, func() float64 { return float64(r.waiting.Load()) })
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.metrics.deferred, r.metrics.updates, r.metrics.givenUp, waiting} {
+		for _, c := range []prometheus.Collector{r.metrics.deferred, r.metrics.updates, r.metrics.givenUp, r.metrics.renewed, waiting} {
 			if err := reg.Register(c); err != nil {
 				return fmt.Errorf("pipeline: registering metrics: %w", err)
 			}
@@ -155,6 +160,7 @@ func (p *Pipeline) retry(ctx context.Context, msg *consumer.Message) {
 	e.ref = schemas.ReadHints(d.Alert, d.Record).User
 	e.update = &schemas.Update{PreviousStatus: d.Status, PreviousEnrichedAt: d.EnrichedAt}
 	giveUpAt := d.EnrichedAt.Add(p.cfg.RetryMaxAge)
+	failedCalls := 0 // lookups of this record that made calls and got no answer
 	for {
 		if !time.Now().Before(giveUpAt) {
 			p.giveUp(e, d)
@@ -169,6 +175,15 @@ func (p *Pipeline) retry(ctx context.Context, msg *consumer.Message) {
 		// Only a final answer is published: while the API cannot answer,
 		// the event stays deferred.
 		if err != nil && (errors.Is(err, defender.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || defender.Classify(err) == defender.Transient) {
+			// A record whose own calls keep failing (an alert the API
+			// times out on, say) must not hold every deferral behind it:
+			// it goes to the back of the retry topic, renewed.
+			if !errors.Is(err, defender.ErrUnavailable) {
+				if failedCalls++; failedCalls >= retryRenewAfter {
+					p.send(e, p.renew)
+					return
+				}
+			}
 			// The pause does not grow: what spares the API is the breaker,
 			// which refuses without a call while it is open, and this
 			// record is tried again soon after it closes.
@@ -211,8 +226,30 @@ func (p *Pipeline) giveUp(e *event, d schemas.Deferred) {
 	p.retryDone(e)
 }
 
-// retryAcked is Acked for a retry-topic record's update or dead letter.
+// retryRenewAfter is how many lookups of one deferred event may make calls
+// that all fail before the event is renewed: written to the back of the
+// retry topic, so that the records behind it are looked up meanwhile.
+const retryRenewAfter = 3
+
+// renew writes e's retry-topic record again, as it came, to the retry
+// topic; the old one is acknowledged once the new one is written. Its
+// age still runs from its first publication.
+func (p *Pipeline) renew(e *event) {
+	e.renewed = true
+	e.acks.Store(1)
+	m := e.msg
+	p.out.Send(producer.Record{Topic: p.cfg.RetryTopic, Key: m.Key, Value: m.Value, Headers: m.Headers, Ack: e})
+}
+
+// retryAcked is Acked for a retry-topic record's update, renewal or dead
+// letter.
 func (p *Pipeline) retryAcked(e *event) {
+	if e.renewed {
+		p.stats.renewed.Add(1)
+		p.retries.metrics.renewed.Inc()
+		p.retryDone(e)
+		return
+	}
 	if e.reject != "" {
 		p.stats.retryDeadLetters.Add(1)
 	} else {

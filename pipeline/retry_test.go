@@ -359,3 +359,48 @@ func TestInputWaitsForItsDeferral(t *testing.T) {
 	hs.release()
 	waitUntil(t, "the input committed", func() bool { return r.c.Committed(t, r.group, r.in)[0] == 1 })
 }
+
+// TestFailingDeferralGoesToTheBack: a deferred alert whose own calls keep
+// failing (the API answers 503 for it alone) is renewed, written again to
+// the back of the retry topic, and the deferral behind it gets its update
+// meanwhile.
+func TestFailingDeferralGoesToTheBack(t *testing.T) {
+	lk := &fakeLookup{answer: func(ctx context.Context, id string) (*defender.User, error) {
+		if id == idA {
+			return nil, &defender.APIError{StatusCode: 503, Code: "ServiceUnavailable"}
+		}
+		return testUser(t, "b"), nil
+	}}
+	r := newRig(t, pipeline.Config{WaitRetry: time.Millisecond}, lk, 1)
+	deferral := func(id string, offset int64) kafkatest.Record {
+		return kafkatest.Record{Key: []byte(id), Value: schemas.AppendOutput(nil, id, []byte(`{"id":"`+id+`"}`), nil,
+			schemas.Enrichment{Status: schemas.StatusUnavailable, EnrichedAt: time.Now(), Error: "x"}, schemas.Origin{Topic: r.in, Offset: offset})}
+	}
+	r.c.Produce(t, r.retry, deferral(idA, 1), deferral(idB, 2))
+	r.startRetries(t)
+	got := r.readUpdates(t, 1)
+	if got[0].AlertID != idB || got[0].Update == nil {
+		t.Fatalf("output %+v, want the update of the deferral behind the failing one", got[0])
+	}
+	waitUntil(t, "both first records committed", func() bool { return r.c.Committed(t, r.group+".retry", r.retry)[0] >= 2 })
+	if st := r.pipeline.Stats(); st.Renewed < 1 {
+		t.Errorf("stats %+v, want the failing deferral renewed", st)
+	}
+	// The renewal is the failing deferral again, byte for byte.
+	var copies int
+	var original []byte
+	for _, rec := range r.c.ReadN(t, r.retry, 3, 30*time.Second) {
+		if string(rec.Key) != idA {
+			continue
+		}
+		if original == nil {
+			original = rec.Value
+		}
+		if string(rec.Value) == string(original) {
+			copies++
+		}
+	}
+	if copies < 2 {
+		t.Errorf("%d records of %s on the retry topic with the same value, want the deferral and its renewal", copies, idA)
+	}
+}

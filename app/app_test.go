@@ -26,6 +26,7 @@ func TestNewWiresTheBudget(t *testing.T) {
 	defer func() {
 		a.budget.Close()
 		_ = a.consumer.Close(context.Background())
+		_ = a.retries.Close(context.Background())
 		_ = a.producer.Close(context.Background())
 	}()
 

@@ -28,6 +28,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/defender-enricher/defender-enricher/budget"
 	"github.com/defender-enricher/defender-enricher/clock"
 	"github.com/defender-enricher/defender-enricher/defender"
 )
@@ -147,6 +148,7 @@ type Cache struct {
 // that wants that id while it runs.
 type flight struct {
 	ctx     context.Context
+	prio    budget.Priority // of its call, its first caller's
 	cancel  context.CancelFunc
 	waiters int     // guarded by Cache.mu; a flight waiting for this one counts as one
 	prev    *flight // an abandoned flight for the same id still running
@@ -376,7 +378,7 @@ func (c *Cache) join(ctx context.Context, alertID string, ref defender.UserRef) 
 	// running: the new flight waits for it and reuses its answer, so that
 	// the id never has two calls at once. It decides on the user after.
 	flightCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	nf := &flight{ctx: flightCtx, cancel: cancel, waiters: 1, prev: f, ref: ref, done: make(chan struct{})}
+	nf := &flight{ctx: flightCtx, cancel: cancel, waiters: 1, prev: f, ref: ref, prio: budget.PriorityFrom(ctx), done: make(chan struct{})}
 	c.flights[alertID] = nf
 	if f == nil && c.claim(nf, true) {
 		c.userCoalesced.Inc()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/defender-enricher/defender-enricher/budget"
 	"github.com/defender-enricher/defender-enricher/cache"
 	"github.com/defender-enricher/defender-enricher/clock"
 	"github.com/defender-enricher/defender-enricher/defender"
@@ -478,4 +479,35 @@ func TestReusedForAnotherCallerOfTheAlert(t *testing.T) {
 		t.Errorf("%d answers by user and %d kept, want 1 and 1 (and A's own call)", byUser, kept)
 	}
 	e.wantCalls(t, 1)
+}
+
+// TestNoWaitBehindALowerPriority: a lookup does not wait for another
+// alert's call for its user when that call goes at a lower budget priority
+// (a deferred lookup the budget holds back, say): it makes its own call.
+func TestNoWaitBehindALowerPriority(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	e := newReuseEnv(t, true, func(ctx context.Context, id string) (*defender.User, error) {
+		if id == alertA {
+			<-release
+		}
+		return u1Always(ctx, id)
+	})
+	defer close(release)
+	low := make(chan error, 1)
+	go func() {
+		_, err := e.cache.LookupFor(budget.WithPriority(context.Background(), budget.PriorityDeferred), alertA, refU1)
+		low <- err
+	}()
+	waitFor(t, "the deferred lookup's call", func() bool { return e.next.calls.Load() == 1 })
+	r, err := e.cache.LookupFor(budget.WithPriority(context.Background(), budget.PriorityHigh), alertB, refU1)
+	if err != nil || r.ByUser {
+		t.Fatalf("High lookup: %+v, %v; want its own call, not a wait behind the deferred one", r, err)
+	}
+	e.wantCalls(t, 2)
+	// The other way round, a lower priority waits for a higher one.
+	r, err = e.cache.LookupFor(budget.WithPriority(context.Background(), budget.PriorityLow), alertC, refU1)
+	if err != nil || !r.ByUser {
+		t.Errorf("Low lookup after the High one: %+v, %v; want the kept user", r, err)
+	}
 }

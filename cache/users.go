@@ -82,7 +82,8 @@ func (c *Cache) keepReused(alertID string, e Entry) {
 // is kept for it. With mayWait, if a flight of another alert is calling for
 // a user f.ref names, f waits for it: f.via is set, f counts as one of its
 // waiters (so that it is not given up while f waits), and claim returns
-// true. Otherwise f is to call, and is registered under every key of
+// true; never for a flight of lower budget priority. Otherwise f is to
+// call, and is registered under every key of
 // f.ref that no other flight holds.
 func (c *Cache) claim(f *flight, mayWait bool) bool {
 	if f.ref.IsZero() {
@@ -91,7 +92,9 @@ func (c *Cache) claim(f *flight, mayWait bool) bool {
 	keys := refKeys(f.ref)
 	if mayWait {
 		for _, k := range keys {
-			if o := c.userFlights[k]; o != nil && o != f {
+			// Never behind a call of lower priority: the budget may hold it
+			// (the reserve, a deferred lookup) while this one could go.
+			if o := c.userFlights[k]; o != nil && o != f && o.prio >= f.prio {
 				o.waiters++
 				f.via = o
 				return true

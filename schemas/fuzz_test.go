@@ -44,6 +44,14 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 
+		// A message over the size limit is refused before it is read, valid
+		// or not.
+		if len(in) > schemas.DefaultMaxBytes {
+			if len(evs) != 1 || evs[0].Reject != schemas.ReasonTooLarge || evs[0].Record != -1 {
+				t.Fatalf("a message of %d bytes gave %+v", len(in), evs)
+			}
+			return
+		}
 		// The reference: what encoding/json makes of the same bytes.
 		body := bytes.TrimPrefix(in, []byte("\xef\xbb\xbf"))
 		valid := json.Valid(body) && utf8.Valid(body) && nesting(body) <= schemas.DefaultMaxDepth

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync/atomic"
 	"time"
@@ -160,6 +161,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	if a.producer, err = producer.New(producer.Config{
 		Brokers: cfg.KafkaBrokers, Transport: transport,
 		MaxMessageBytes:    cfg.MaxMessageBytes,
+		Compression:        compression[cfg.KafkaCompression],
 		AllowTopicCreation: deps.AllowTopicCreation,
 		Logger:             log,
 	}); err != nil {
@@ -208,6 +210,15 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	return a, nil
 }
 
+// compression maps the kafka-compression option, whose values config
+// checks, to kafka-go's codecs; none is the zero value.
+var compression = map[string]kafka.Compression{
+	"gzip":   kafka.Gzip,
+	"snappy": kafka.Snappy,
+	"lz4":    kafka.Lz4,
+	"zstd":   kafka.Zstd,
+}
+
 // RetryGroup is the consumer group of the retry topic: the connector's
 // group with ".retry" appended, so that its offsets never mix with the
 // input's.
@@ -244,6 +255,13 @@ func (a *App) handler() http.Handler {
 		}
 		fmt.Fprintf(w, "ready (breaker %s)\n", a.breaker.State())
 	})
+	if a.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -60,6 +60,7 @@ type Config struct {
 	KafkaSASLMechanism SASLMechanism
 	KafkaSASLUsername  string
 	KafkaSASLPassword  Secret
+	KafkaCompression   string
 	InputTopic         string
 	OutputTopic        string
 	DLQTopic           string
@@ -99,6 +100,7 @@ type Config struct {
 	BudgetStateFile string
 
 	HTTPAddr  string
+	Pprof     bool
 	LogLevel  string
 	LogFormat string
 }
@@ -116,6 +118,7 @@ func Default() Config {
 		StartOffset:        Earliest,
 		CommitInterval:     time.Second,
 		SessionTimeout:     30 * time.Second,
+		KafkaCompression:   "none",
 		MaxMessageBytes:    1_000_000,
 		MaxInFlight:        1000,
 		MaxInFlightBytes:   32 << 20,
@@ -161,6 +164,7 @@ func (c *Config) options() []option {
 		{"kafka-sasl-mechanism", "SASL mechanism: plain, scram-sha-256, scram-sha-512 (empty: none)", enumValue[SASLMechanism]{&c.KafkaSASLMechanism, []SASLMechanism{SASLNone, SASLPlain, SASLScramSHA256, SASLScramSHA512}}},
 		{"kafka-sasl-username", "SASL user name", stringValue{&c.KafkaSASLUsername}},
 		{"kafka-sasl-password", "SASL password (prefer the variable to the flag: flags show in ps)", secretValue{&c.KafkaSASLPassword}},
+		{"kafka-compression", "codec of the batches written to the output, retry and dead-letter topics: none, gzip, snappy, lz4, zstd (consumers decompress whatever the input holds)", enumValue[string]{&c.KafkaCompression, []string{"none", "gzip", "snappy", "lz4", "zstd"}}},
 		{"input-topic", "topic of alert events", stringValue{&c.InputTopic}},
 		{"output-topic", "topic of enriched events", stringValue{&c.OutputTopic}},
 		{"dlq-topic", "dead-letter topic for input that cannot be processed", stringValue{&c.DLQTopic}},
@@ -195,6 +199,7 @@ func (c *Config) options() []option {
 		{"redis-timeout", "longest one Redis command may take; without an answer no call is made", durationValue{&c.RedisTimeout}},
 		{"budget-state-file", "file where a process without Redis keeps its recent calls, so that a restart does not reset its budget (empty: none)", stringValue{&c.BudgetStateFile}},
 		{"http-addr", "address of /metrics, /healthz and /readyz (empty: off)", stringValue{&c.HTTPAddr}},
+		{"pprof", "serve Go's runtime profiles under /debug/pprof/ on the HTTP address (CPU, heap, allocations, goroutines; off by default)", boolValue{&c.Pprof}},
 		{"log-level", "debug, info, warn or error", enumValue[string]{&c.LogLevel, []string{"debug", "info", "warn", "error"}}},
 		{"log-format", "json or text", enumValue[string]{&c.LogFormat, []string{"json", "text"}}},
 	}

@@ -54,6 +54,8 @@ func TestParsesEveryKind(t *testing.T) {
 		"ENRICHER_KAFKA_SASL_PASSWORD":              "hunter2",
 		"ENRICHER_DEFENDER_RATE_LIMITS":             "5/1s,20/10s",
 		"ENRICHER_START_OFFSET":                     "latest",
+		"ENRICHER_KAFKA_COMPRESSION":                "ZSTD",
+		"ENRICHER_PPROF":                            "true",
 		"ENRICHER_ON_UNAVAILABLE":                   "wait",
 		"ENRICHER_CACHE_SIZE":                       "50_000",
 		"ENRICHER_AZURE_DISABLE_INSTANCE_DISCOVERY": "true",
@@ -68,7 +70,7 @@ func TestParsesEveryKind(t *testing.T) {
 	if !c.KafkaTLS || c.KafkaSASLMechanism != SASLScramSHA512 || c.KafkaSASLUsername != "svc" || c.KafkaSASLPassword.Reveal() != "hunter2" {
 		t.Errorf("Kafka security options: %+v", c)
 	}
-	if c.DefenderRateLimits.String() != "5/1s,20/10s" || c.StartOffset != Latest || c.OnUnavailable != Wait || c.CacheSize != 50000 || !c.AzureDisableDiscovery {
+	if c.DefenderRateLimits.String() != "5/1s,20/10s" || c.StartOffset != Latest || c.OnUnavailable != Wait || c.CacheSize != 50000 || !c.AzureDisableDiscovery || c.KafkaCompression != "zstd" || !c.Pprof {
 		t.Errorf("options: %+v", c)
 	}
 }
@@ -110,6 +112,7 @@ func TestBadOptions(t *testing.T) {
 		{env: map[string]string{"ENRICHER_OUTPUT_TOPIC": ""}, name: ""}, // empty variable means unset: default kept
 		{env: map[string]string{"ENRICHER_OUTPUT_TOPIC": "defender.alerts"}, name: "ENRICHER_INPUT_TOPIC"},
 		{env: map[string]string{"ENRICHER_START_OFFSET": "middle"}, name: "ENRICHER_START_OFFSET"},
+		{env: map[string]string{"ENRICHER_KAFKA_COMPRESSION": "brotli"}, name: "ENRICHER_KAFKA_COMPRESSION"},
 		{env: map[string]string{"ENRICHER_ON_UNAVAILABLE": "drop"}, name: "ENRICHER_ON_UNAVAILABLE"},
 		{env: map[string]string{"ENRICHER_AZURE_CREDENTIAL": "password"}, name: "ENRICHER_AZURE_CREDENTIAL"},
 		{env: map[string]string{"ENRICHER_DEFENDER_RATE_LIMITS": "100"}, name: "ENRICHER_DEFENDER_RATE_LIMITS"},

@@ -154,6 +154,7 @@ func NewHTTPClient(roots *tls.Config) *http.Client {
 			TLSHandshakeTimeout: 10 * time.Second,
 			IdleConnTimeout:     90 * time.Second,
 			MaxIdleConnsPerHost: 8,
+			MaxConnsPerHost:     8,
 			ForceAttemptHTTP2:   true,
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

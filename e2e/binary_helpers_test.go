@@ -27,6 +27,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if code := runChild(); code >= 0 {
+		os.Exit(code)
+	}
 	dir, err := os.MkdirTemp("", "defender-enricher-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

@@ -110,6 +110,14 @@ func NewReal(t testing.TB) *Cluster {
 	return c
 }
 
+// External returns a Cluster of brokers that something else started and
+// stops, such as kfake in a process of its own, so that what the helpers do
+// is not counted in the process measured. kind is KindFake or KindKafka;
+// topics of a KindKafka cluster are deleted at cleanup.
+func External(kind string, brokers []string) *Cluster {
+	return &Cluster{kind: kind, brokers: brokers}
+}
+
 // waitGroupCoordinator returns once the broker can coordinate consumer
 // groups. On a fresh broker the first FindCoordinator creates
 // __consumer_offsets and fails with COORDINATOR_NOT_AVAILABLE, and kafka-go

@@ -49,6 +49,9 @@ type Consumed struct {
 	Key       []byte
 	Value     []byte
 	Headers   []Header
+	// Compression is the codec of the record's batch as Kafka numbers it:
+	// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
+	Compression uint8
 }
 
 // Topic creates a uniquely named topic (prefix, a dash and a random suffix)
@@ -307,7 +310,7 @@ func (c *Cluster) ReadN(t testing.TB, topic string, n int, timeout time.Duration
 			}
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
-			cr := Consumed{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value}
+			cr := Consumed{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Compression: r.Attrs.CompressionType()}
 			for _, h := range r.Headers {
 				cr.Headers = append(cr.Headers, Header{Key: h.Key, Value: h.Value})
 			}

@@ -55,6 +55,9 @@ type Config struct {
 	// backoff up to 2s. Default 30 (about a minute, enough for a broker
 	// restart).
 	MaxAttempts int
+	// Compression is the codec of every batch written; the zero value is
+	// none, the Java producer's default.
+	Compression kafka.Compression
 	// AllowTopicCreation lets the writer create missing topics (the demo's
 	// embedded broker); off by default, since a mistyped topic name should
 	// stop the connector rather than start a new topic.
@@ -152,7 +155,7 @@ func New(cfg Config) (*Producer, error) {
 	}
 	p.w = &kafka.Writer{
 		Addr:      kafka.TCP(cfg.Brokers...),
-		Transport: noLeaderIsTemporary{transport},
+		Transport: newMetadataCache(noLeaderIsTemporary{transport}),
 		// Every in-sync replica, or the at-least-once promise means nothing:
 		// a struct-literal Writer defaults to RequireNone.
 		RequiredAcks: kafka.RequireAll,
@@ -161,6 +164,7 @@ func New(cfg Config) (*Producer, error) {
 		Balancer:     &kafka.Murmur2Balancer{},
 		BatchTimeout: cfg.BatchTimeout,
 		BatchSize:    500,
+		Compression:  cfg.Compression,
 		// The broker's max.message.bytes bounds a whole record batch, not
 		// one record, and kafka-go does not retry MESSAGE_TOO_LARGE: a batch
 		// over it would stop the connector on every restart. kafka-go sums

@@ -176,3 +176,38 @@ type failingTransport struct{ err error }
 func (f failingTransport) RoundTrip(context.Context, net.Addr, kafka.Request) (kafka.Response, error) {
 	return nil, f.err
 }
+
+// TestCompression: every codec's batches reach the broker compressed with
+// it and read back as written.
+func TestCompression(t *testing.T) {
+	kafkatest.Each(t, func(t *testing.T, c *kafkatest.Cluster) {
+		for _, tt := range []struct {
+			codec kafka.Compression
+			want  uint8
+		}{{0, 0}, {kafka.Gzip, 1}, {kafka.Snappy, 2}, {kafka.Lz4, 3}, {kafka.Zstd, 4}} {
+			t.Run(fmt.Sprintf("codec %d", tt.want), func(t *testing.T) {
+				topic := c.Topic(t, "compression", 1)
+				p, err := New(Config{Brokers: c.Brokers(), Compression: tt.codec})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var acks ackCounter
+				const n = 50
+				value := strings.Repeat(`{"alert":"the same bytes again"}`, 20)
+				for i := range n {
+					p.Send(Record{Topic: topic, Key: []byte(fmt.Sprint(i)), Value: []byte(value), Ack: ack{&acks, i}})
+				}
+				waitFor(t, "acknowledgements", func() bool { return acks.n.Load() == n })
+				if err := p.Close(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				got := c.ReadN(t, topic, n, 30*time.Second)
+				for _, r := range got {
+					if r.Compression != tt.want || string(r.Value) != value {
+						t.Fatalf("record %s: codec %d, value %d bytes; want codec %d and the value written", r.Key, r.Compression, len(r.Value), tt.want)
+					}
+				}
+			})
+		}
+	})
+}

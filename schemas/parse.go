@@ -234,7 +234,10 @@ func (p *Parser) Parse(value []byte, dst []Event) []Event {
 		return append(dst, wholeReject(value, ReasonTooLarge,
 			fmt.Sprintf("message is %d bytes, larger than the limit of %d", len(value), p.maxBytes)))
 	}
-	start, end, serr := check(value, p.maxDepth)
+	// One pass validates the message and finds, at its top level, both
+	// the envelope's records and the first step of the pointer; the last
+	// of each wins.
+	start, end, records, first, serr := checkTop(value, p.maxDepth, recordsKey, p.tokens[0].key)
 	if serr.kind != synOK {
 		return append(dst, wholeReject(value, ReasonInvalidJSON, serr.detail(value, p.maxDepth)))
 	}
@@ -242,24 +245,6 @@ func (p *Parser) Parse(value []byte, dst []Event) []Event {
 	if top[0] != '{' {
 		return append(dst, wholeReject(value, ReasonNotObject,
 			"message is "+kindName(top[0])+", want an object"))
-	}
-
-	// One pass over the top level finds both the envelope's records and
-	// the first step of the pointer; the last of each wins.
-	var records, first []byte
-	firstKey := p.tokens[0].key
-	it := newObjectIter(top)
-	for {
-		k, v, ok := it.next()
-		if !ok {
-			break
-		}
-		if keyEquals(k, recordsKey) {
-			records = v
-		}
-		if keyEquals(k, firstKey) {
-			first = v
-		}
 	}
 	if len(records) == 0 || records[0] != '[' || p.hasID(first) {
 		return append(dst, p.plain(value, top, first))

@@ -2,7 +2,9 @@ package schemas
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -87,6 +89,20 @@ const utf8BOM = "\xef\xbb\xbf"
 // bounds of the value.
 func check(b []byte, maxDepth int) (start, end int, err syntaxError) {
 	v := validator{b: b, maxDepth: maxDepth}
+	return v.check()
+}
+
+// checkTop is check that also returns the values of two members of the
+// top-level object, the last of each when a key repeats, nil when absent
+// or when the value is not an object: one pass does both.
+func checkTop(b []byte, maxDepth int, key1, key2 string) (start, end int, val1, val2 []byte, err syntaxError) {
+	v := validator{b: b, maxDepth: maxDepth, watch: [2]string{key1, key2}, watching: true}
+	start, end, err = v.check()
+	return start, end, v.found[0], v.found[1], err
+}
+
+func (v *validator) check() (start, end int, err syntaxError) {
+	b := v.b
 	if bytes.HasPrefix(b, []byte(utf8BOM)) {
 		v.i = len(utf8BOM)
 	}
@@ -114,6 +130,11 @@ type validator struct {
 	i        int
 	maxDepth int
 	err      syntaxError
+	// watching makes object note the values of the top-level members
+	// named watch in found.
+	watching bool
+	watch    [2]string
+	found    [2][]byte
 }
 
 func (v *validator) fail(k syntaxKind, want string) bool {
@@ -174,16 +195,27 @@ func (v *validator) object(depth int) bool {
 		if v.i >= len(v.b) || v.b[v.i] != '"' {
 			return v.fail(synChar, "a string key")
 		}
+		keyStart := v.i
 		if !v.str() {
 			return false
 		}
+		key := v.b[keyStart+1 : v.i-1]
 		v.ws()
 		if v.i >= len(v.b) || v.b[v.i] != ':' {
 			return v.fail(synChar, "':'")
 		}
 		v.i++
+		v.ws()
+		valStart := v.i
 		if !v.value(depth) {
 			return false
+		}
+		if depth == 1 && v.watching {
+			for k, want := range v.watch {
+				if keyEquals(key, want) {
+					v.found[k] = v.b[valStart:v.i]
+				}
+			}
 		}
 		v.ws()
 		if v.i >= len(v.b) {
@@ -284,6 +316,9 @@ func (v *validator) str() bool {
 	b := v.b
 	i := v.i + 1
 	for i < len(b) {
+		if i = plainRun(b, i); i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
@@ -325,6 +360,35 @@ func (v *validator) str() bool {
 	}
 	v.i = len(b)
 	return v.fail(synEOF, "'\"' closing the string")
+}
+
+// plainRun returns the offset of the first byte at or after b[i] that a
+// string's validation must look at: a quote, a backslash, a control
+// character or a byte of a multi-byte UTF-8 sequence; len(b) if there is
+// none. It reads eight bytes at a time: in alerts most bytes are plain.
+func plainRun(b []byte, i int) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		q := x ^ (ones * '"')
+		s := x ^ (ones * '\\')
+		// A byte below 0x20, a zero byte of q or s (a quote or a
+		// backslash), or a byte with its high bit set. The lowest flagged
+		// byte is always a real one: a borrow only runs upwards.
+		special := ((x - ones*0x20) & ^x) | ((q - ones) & ^q) | ((s - ones) & ^s) | x
+		if special &= highs; special != 0 {
+			return i + bits.TrailingZeros64(special)/8
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			return i
+		}
+	}
+	return i
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }

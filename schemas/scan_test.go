@@ -48,3 +48,37 @@ func TestStringDecoding(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainRun puts each kind of byte a string's validation must stop at
+// (and a plain one) at every offset of strings long and short, and checks
+// the eight-at-a-time scan against a byte-by-byte one.
+func TestPlainRun(t *testing.T) {
+	naive := func(b []byte, i int) int {
+		for ; i < len(b); i++ {
+			if c := b[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+				return i
+			}
+		}
+		return i
+	}
+	for _, special := range []byte{0x00, 0x1f, '"', '\\', 0x80, 0xc3, 0xff, ' ', '!', '#', '[', ']', 0x7f, 'a'} {
+		for n := 0; n <= 40; n++ {
+			for at := 0; at < n; at++ {
+				b := make([]byte, n)
+				for k := range b {
+					b[k] = 'x'
+				}
+				b[at] = special
+				// A second stop above the first must not hide it.
+				if at+3 < n {
+					b[at+3] = 0x01
+				}
+				for from := 0; from <= n; from++ {
+					if got, want := plainRun(b, from), naive(b, from); got != want {
+						t.Fatalf("plainRun(%q, %d) = %d, want %d", b, from, got, want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -120,7 +120,7 @@ func Default() Config {
 		SessionTimeout:     30 * time.Second,
 		KafkaCompression:   "none",
 		MaxMessageBytes:    1_000_000,
-		MaxInFlight:        1000,
+		MaxInFlight:        5000,
 		MaxInFlightBytes:   32 << 20,
 		MaxRecords:         1000,
 		AlertIDPointer:     "/id",

@@ -153,8 +153,13 @@ func NewHTTPClient(roots *tls.Config) *http.Client {
 			TLSClientConfig:     tlsConfig,
 			TLSHandshakeTimeout: 10 * time.Second,
 			IdleConnTimeout:     90 * time.Second,
-			MaxIdleConnsPerHost: 8,
-			MaxConnsPerHost:     8,
+			// At most 32 connections: over HTTP/1.1 a burst of misses
+			// (a cold start: hundreds of lookups the budget grants at
+			// once) would otherwise open one TLS connection each. 32
+			// calls at a time is more than any budget the API allows
+			// keeps busy; over HTTP/2 one connection carries them all.
+			MaxIdleConnsPerHost: 32,
+			MaxConnsPerHost:     32,
 			ForceAttemptHTTP2:   true,
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -46,6 +46,9 @@ import (
 // With ENRICHER_BENCH_PROFILE_DIR set, the connector runs with ENRICHER_PPROF
 // and its CPU profile (for as long as the relay took) and allocation profile
 // are written there, and the relay's CPU profile beside them.
+// ENRICHER_BENCH_SET sets options of the connector for a comparison, comma
+// separated: ENRICHER_BENCH_SET=ENRICHER_KAFKA_COMPRESSION=lz4 shows what a
+// codec costs.
 func BenchmarkHotPath(b *testing.B) {
 	type broker struct {
 		kind string
@@ -171,6 +174,11 @@ func runHotPath(b *testing.B, c *kafkatest.Cluster, relay string, misses int, na
 	})
 	if profiles != "" {
 		cv["ENRICHER_PPROF"] = "true"
+	}
+	for kv := range strings.SplitSeq(os.Getenv("ENRICHER_BENCH_SET"), ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
+			cv[k] = v
+		}
 	}
 	start = time.Now()
 	p := startBinary(b, cv, "run")

@@ -78,7 +78,7 @@ type Config struct {
 	// through after MaxEnrichWait.
 	Wait          bool
 	MaxEnrichWait time.Duration // default 10s
-	MaxInFlight   int           // default 1000
+	MaxInFlight   int           // default 5000
 	// MaxInFlightBytes bounds the bytes (key, value, headers) of the input
 	// messages between fetch and acknowledgement: fetching waits while
 	// this much is held, so at most one message goes over it. Default
@@ -140,7 +140,7 @@ func New(cfg Config, in Source, lookup Lookup, out Sink) (*Pipeline, error) {
 		cfg.MaxEnrichWait = 10 * time.Second
 	}
 	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 1000
+		cfg.MaxInFlight = 5000
 	}
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = 1_000_000

@@ -11,7 +11,6 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,9 +27,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl"
-	"github.com/segmentio/kafka-go/sasl/plain"
-	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/defender-enricher/defender-enricher/breaker"
 	"github.com/defender-enricher/defender-enricher/cache"
@@ -154,7 +150,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	}, func() float64 { return float64(a.store.Len()) }))
 
 	// Kafka.
-	dialer, transport, err := kafkaClients(cfg)
+	dialer, transport, err := kafkaClients(cfg, cred)
 	if err != nil {
 		return nil, err
 	}
@@ -360,31 +356,3 @@ func (a *App) Stats() pipeline.Stats { return a.pipeline.Stats() }
 
 // Registry returns the metrics registry, for the demo's summary.
 func (a *App) Registry() *prometheus.Registry { return a.registry }
-
-// kafkaClients builds the reader's dialer and the writer's transport with
-// the same TLS and SASL settings.
-func kafkaClients(cfg config.Config) (*kafka.Dialer, *kafka.Transport, error) {
-	var tlsConfig *tls.Config
-	if cfg.KafkaTLS {
-		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	var mech sasl.Mechanism
-	switch cfg.KafkaSASLMechanism {
-	case config.SASLPlain:
-		mech = plain.Mechanism{Username: cfg.KafkaSASLUsername, Password: cfg.KafkaSASLPassword.Reveal()}
-	case config.SASLScramSHA256, config.SASLScramSHA512:
-		algo := scram.SHA256
-		if cfg.KafkaSASLMechanism == config.SASLScramSHA512 {
-			algo = scram.SHA512
-		}
-		m, err := scram.Mechanism(algo, cfg.KafkaSASLUsername, cfg.KafkaSASLPassword.Reveal())
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", config.Env("kafka-sasl-mechanism"), err)
-		}
-		mech = m
-	}
-	const clientID = "defender-enricher"
-	dialer := &kafka.Dialer{ClientID: clientID, Timeout: 10 * time.Second, DualStack: true, TLS: tlsConfig, SASLMechanism: mech}
-	transport := &kafka.Transport{ClientID: clientID, DialTimeout: 10 * time.Second, TLS: tlsConfig, SASL: mech}
-	return dialer, transport, nil
-}

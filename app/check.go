@@ -46,7 +46,7 @@ func Check(ctx context.Context, cfg config.Config, deps Deps, w io.Writer) bool 
 	r := &verdicts{w: w, log: log}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	checkKafka(ctx, cfg, r)
+	checkKafka(ctx, cfg, deps, r)
 	checkRedis(ctx, cfg, r)
 	checkDefender(ctx, cfg, deps, r)
 	if r.failed == 0 {
@@ -61,7 +61,7 @@ func Check(ctx context.Context, cfg config.Config, deps Deps, w io.Writer) bool 
 	return false
 }
 
-func checkKafka(ctx context.Context, cfg config.Config, r *verdicts) {
+func checkKafka(ctx context.Context, cfg config.Config, deps Deps, r *verdicts) {
 	topics := []string{cfg.InputTopic, cfg.OutputTopic, cfg.DLQTopic, cfg.RetryTopic}
 	skipRest := func(from int, why string) {
 		steps := []string{}
@@ -80,7 +80,7 @@ func checkKafka(ctx context.Context, cfg config.Config, r *verdicts) {
 			r.skip(s, why)
 		}
 	}
-	dialer, transport, err := kafkaClients(cfg)
+	dialer, transport, err := checkKafkaClients(cfg, deps)
 	if !r.step("Kafka client settings", err) {
 		skipRest(1, "needs the Kafka client settings")
 		return
@@ -183,6 +183,22 @@ func checkDefender(ctx context.Context, cfg config.Config, deps Deps, r *verdict
 		}
 	}
 	r.step(callStep, err)
+}
+
+// checkKafkaClients is kafkaClients with the Azure credential that
+// OAUTHBEARER needs, built only for that mechanism.
+func checkKafkaClients(cfg config.Config, deps Deps) (*kafka.Dialer, *kafka.Transport, error) {
+	cred := deps.Credential
+	if cfg.KafkaSASLMechanism == config.SASLOAuthBearer && cred == nil {
+		ep, err := resolveEndpoint(cfg, deps)
+		if err != nil {
+			return nil, nil, err
+		}
+		if cred, err = newCredential(cfg, deps, ep); err != nil {
+			return nil, nil, err
+		}
+	}
+	return kafkaClients(cfg, cred)
 }
 
 // newCredential builds the configured credential.

@@ -51,13 +51,22 @@ const (
 	SASLPlain       SASLMechanism = "plain"
 	SASLScramSHA256 SASLMechanism = "scram-sha-256"
 	SASLScramSHA512 SASLMechanism = "scram-sha-512"
+	// SASLOAuthBearer authenticates with an Entra ID token of the Azure
+	// credential (ENRICHER_AZURE_CREDENTIAL), as Azure Event Hubs' Kafka
+	// endpoint takes it.
+	SASLOAuthBearer SASLMechanism = "oauthbearer"
 )
 
 // Config is every option of the connector.
 type Config struct {
 	KafkaBrokers       []string
 	KafkaTLS           bool
+	KafkaTLSCAFile     string // PEM roots that verify the brokers, instead of the system's
+	KafkaTLSCertFile   string // PEM client certificate (chain) for mutual TLS
+	KafkaTLSKeyFile    string // PEM key of KafkaTLSCertFile
+	KafkaTLSServerName string // name verified in the brokers' certificates; default each broker's host
 	KafkaSASLMechanism SASLMechanism
+	KafkaOAuthScope    string // scope of the OAUTHBEARER token; default https://<first broker's host>/.default
 	KafkaSASLUsername  string
 	KafkaSASLPassword  Secret
 	KafkaCompression   string
@@ -161,7 +170,12 @@ func (c *Config) options() []option {
 	return []option{
 		{"kafka-brokers", "comma-separated bootstrap brokers (required by run)", listValue{&c.KafkaBrokers}},
 		{"kafka-tls", "connect to Kafka over TLS, verified against the system roots (SSL_CERT_FILE names another bundle)", boolValue{&c.KafkaTLS}},
-		{"kafka-sasl-mechanism", "SASL mechanism: plain, scram-sha-256, scram-sha-512 (empty: none)", enumValue[SASLMechanism]{&c.KafkaSASLMechanism, []SASLMechanism{SASLNone, SASLPlain, SASLScramSHA256, SASLScramSHA512}}},
+		{"kafka-tls-ca-file", "PEM file of the roots that verify the brokers' certificates, instead of the system's (needs ENRICHER_KAFKA_TLS)", stringValue{&c.KafkaTLSCAFile}},
+		{"kafka-tls-cert-file", "PEM file of the client certificate for mutual TLS, with ENRICHER_KAFKA_TLS_KEY_FILE (needs ENRICHER_KAFKA_TLS)", stringValue{&c.KafkaTLSCertFile}},
+		{"kafka-tls-key-file", "PEM file of the client certificate's private key", stringValue{&c.KafkaTLSKeyFile}},
+		{"kafka-tls-server-name", "name verified in the brokers' certificates (empty: each broker's host)", stringValue{&c.KafkaTLSServerName}},
+		{"kafka-sasl-mechanism", "SASL mechanism: plain, scram-sha-256, scram-sha-512, oauthbearer (an Entra ID token of ENRICHER_AZURE_CREDENTIAL, for Azure Event Hubs) (empty: none)", enumValue[SASLMechanism]{&c.KafkaSASLMechanism, []SASLMechanism{SASLNone, SASLPlain, SASLScramSHA256, SASLScramSHA512, SASLOAuthBearer}}},
+		{"kafka-oauth-scope", "scope of the oauthbearer token (empty: https://HOST/.default of the first broker, which is Event Hubs' namespace scope)", stringValue{&c.KafkaOAuthScope}},
 		{"kafka-sasl-username", "SASL user name", stringValue{&c.KafkaSASLUsername}},
 		{"kafka-sasl-password", "SASL password (prefer the variable to the flag: flags show in ps)", secretValue{&c.KafkaSASLPassword}},
 		{"kafka-compression", "codec of the batches written to the output, retry and dead-letter topics: none, gzip, snappy, lz4, zstd (consumers decompress whatever the input holds)", enumValue[string]{&c.KafkaCompression, []string{"none", "gzip", "snappy", "lz4", "zstd"}}},
@@ -392,8 +406,8 @@ func (c *Config) Validate() error {
 	if c.ConsumerGroup == "" {
 		return bad("consumer-group", "must not be empty")
 	}
-	if (c.KafkaSASLMechanism == SASLNone) != (c.KafkaSASLUsername == "") || (c.KafkaSASLMechanism != SASLNone && !c.KafkaSASLPassword.IsSet()) {
-		return bad("kafka-sasl-mechanism", "set it together with ENRICHER_KAFKA_SASL_USERNAME and ENRICHER_KAFKA_SASL_PASSWORD")
+	if err := c.validateKafkaSecurity(bad); err != nil {
+		return err
 	}
 	checks := []struct {
 		name string

@@ -23,6 +23,15 @@
 # Everything but the KAFKA_BROKERS line goes to stderr, so
 # `export ENRICHER_TEST_KAFKA_BROKERS=$(scripts/kafka.sh start | cut -d= -f2)` works.
 #
+# Besides the plaintext listener, the broker has three secured ones for the
+# tests of the clients' security settings:
+#   mTLS         SSL, a client certificate required        [KAFKA_PORT+2]
+#   SCRAM        SASL_SSL, SCRAM-SHA-256 and SCRAM-SHA-512   [KAFKA_PORT+3]
+#   OAUTHBEARER  SASL_PLAINTEXT, unsecured JWTs (alg none)  [KAFKA_PORT+4]
+# Their certificates (a CA, the broker's, a client's; PEM) are made with
+# openssl in KAFKA_DIR/tls; KAFKA_DIR/security.env lists the addresses, the
+# files and the SCRAM user as KEY=VALUE lines.
+#
 # Environment (defaults in brackets):
 #   KAFKA_DIR               state: config, data, logs [<repository>/.kafka]
 #   KAFKA_PORT              client listener port [19092]
@@ -42,6 +51,11 @@ repo_root=$(cd "$script_dir/.." && pwd)
 kafka_dir=${KAFKA_DIR:-$repo_root/.kafka}
 port=${KAFKA_PORT:-19092}
 controller_port=${KAFKA_CONTROLLER_PORT:-19093}
+mtls_port=$((port + 2))
+scram_port=$((port + 3))
+oauth_port=$((port + 4))
+scram_user=enricher
+scram_password=enricher-scram-secret
 host=127.0.0.1
 start_timeout=${KAFKA_START_TIMEOUT:-90}
 stop_timeout=${KAFKA_STOP_TIMEOUT:-30}
@@ -65,6 +79,8 @@ pid_file=$kafka_dir/kafka.pid
 brokers_file=$kafka_dir/brokers
 classpath_file=$kafka_dir/classpath
 classpath_key_file=$kafka_dir/classpath.key
+tls_dir=$kafka_dir/tls
+security_file=$kafka_dir/security.env
 
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() {
@@ -173,17 +189,74 @@ coordinator_ready() {
 	[[ ${reply:8:8} == 4b414654 && ${reply:24:4} == 0000 ]]
 }
 
+# make_certs writes a CA, the broker's certificate for 127.0.0.1 and a
+# client certificate, each key unencrypted PKCS#8, unless they are there.
+make_certs() {
+	[[ -s $tls_dir/client.pem && -s $tls_dir/broker-keystore.pem ]] && return 0
+	command -v openssl >/dev/null || die "openssl not found; it makes the secured listeners' certificates"
+	rm -rf "$tls_dir"
+	mkdir -p "$tls_dir"
+	(
+		cd "$tls_dir"
+		openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+			-subj "/CN=defender-enricher test CA" -addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign,cRLSign"
+		for name in broker client; do
+			ext="extendedKeyUsage=clientAuth"
+			[[ $name == broker ]] && ext=$'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth'
+			openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "/CN=$name"
+			openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+				-out "$name.pem" -extfile <(printf '%s\n' "$ext")
+		done
+		cat broker.key broker.pem >broker-keystore.pem
+		rm -f ./*.csr ca.srl
+	) >"$kafka_dir/openssl.log" 2>&1 || {
+		cat "$kafka_dir/openssl.log" >&2
+		die "openssl could not make the test certificates"
+	}
+}
+
+write_security_env() {
+	cat >"$security_file" <<EOF
+# Written by scripts/kafka.sh start: the secured listeners of the test broker.
+MTLS_BROKERS=$host:$mtls_port
+SCRAM_BROKERS=$host:$scram_port
+OAUTH_BROKERS=$host:$oauth_port
+CA_FILE=$tls_dir/ca.pem
+CLIENT_CERT_FILE=$tls_dir/client.pem
+CLIENT_KEY_FILE=$tls_dir/client.key
+SCRAM_USERNAME=$scram_user
+SCRAM_PASSWORD=$scram_password
+EOF
+}
+
 write_config() {
 	cat >"$config" <<EOF
 # Written by scripts/kafka.sh start; rewritten on every start.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$host:$controller_port
-listeners=PLAINTEXT://$host:$port,CONTROLLER://$host:$controller_port
-advertised.listeners=PLAINTEXT://$host:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://$host:$port,CONTROLLER://$host:$controller_port,MTLS://$host:$mtls_port,SCRAM://$host:$scram_port,OAUTH://$host:$oauth_port
+advertised.listeners=PLAINTEXT://$host:$port,MTLS://$host:$mtls_port,SCRAM://$host:$scram_port,OAUTH://$host:$oauth_port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,MTLS:SSL,SCRAM:SASL_SSL,OAUTH:SASL_PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
+
+# The secured listeners, for the tests of the clients' TLS and SASL
+# settings. PEM files: the broker's key and certificate, and the CA that
+# signed every certificate, client ones included.
+ssl.keystore.type=PEM
+ssl.keystore.location=$tls_dir/broker-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls_dir/ca.pem
+listener.name.mtls.ssl.client.auth=required
+listener.name.scram.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.scram.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.scram.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+# Unsecured JWTs (alg none), validated for their sub and exp claims only:
+# what a test can issue without a signing key. Never outside tests.
+listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER
+listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
 log.dirs=$data_dir
 
 # Tests create their topics with explicit partition counts; the default only
@@ -289,13 +362,15 @@ cmd_start() {
 	fi
 	command -v "$java_cmd" >/dev/null || die "java not found; install a JDK 17+ or set JAVA_HOME"
 	local p
-	for p in "$port" "$controller_port"; do
+	for p in "$port" "$controller_port" "$mtls_port" "$scram_port" "$oauth_port"; do
 		port_in_use "$p" && die "port $p on $host is already in use by another process"
 	done
 	rm -f "$pid_file"
 	local cp
 	cp=$(classpath)
+	make_certs
 	write_config
+	write_security_env
 	if ((!keep_data)) || [[ ! -f $data_dir/meta.properties ]]; then
 		rm -rf "$data_dir"
 		mkdir -p "$data_dir" "$logs_dir"
@@ -311,6 +386,8 @@ cmd_start() {
 		if ! "$java_cmd" "${heap_opts[@]}" "-Dkafka.logs.dir=$logs_dir" \
 			"-Dlog4j2.configurationFile=$log4j_config" -cp "$cp" \
 			kafka.tools.StorageTool format -t "$cluster_id" -c "$config" \
+			--add-scram "SCRAM-SHA-256=[name=$scram_user,password=$scram_password]" \
+			--add-scram "SCRAM-SHA-512=[name=$scram_user,password=$scram_password]" \
 			>"$logs_dir/format.log" 2>&1; then
 			cat "$logs_dir/format.log" >&2
 			die "formatting the broker's storage failed"
@@ -347,7 +424,7 @@ stop_process() {
 
 cmd_stop() {
 	stop_process TERM
-	rm -rf "$data_dir" "$config" "$brokers_file"
+	rm -rf "$data_dir" "$config" "$brokers_file" "$tls_dir" "$security_file"
 	log "stopped; data removed"
 }
 
@@ -397,7 +474,7 @@ main() {
 		exit 0
 		;;
 	*)
-		sed -n '7,22s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+		sed -n '7,33s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
 		exit 2
 		;;
 	esac

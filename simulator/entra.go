@@ -2,6 +2,8 @@ package simulator
 
 import (
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -10,7 +12,9 @@ import (
 )
 
 // tokenInfo is what the simulator remembers of an access token it issued.
-// Tokens are opaque: Defender looks them up rather than parsing them.
+// Tokens are JWTs, as Entra ID's are, but unsigned (alg "none"): Defender
+// looks them up rather than verifying them, and a Kafka broker configured
+// for unsecured OAUTHBEARER tokens takes them as they are.
 type tokenInfo struct {
 	expires time.Time
 	revoked bool
@@ -106,7 +110,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tenant strin
 		return
 	}
 
-	token, lifetime := s.issueToken(time.Now())
+	token, lifetime := s.issueToken(time.Now(), tenant, r.PostForm.Get("scope"))
 	seconds := max(int(math.Ceil(lifetime.Seconds())), 1)
 	s.logf("simulator: entra issued a token for %s valid %s", s.clientID, lifetime)
 	w.Header().Set("Cache-Control", "no-store, no-cache")
@@ -135,8 +139,26 @@ func validScope(scope string) bool {
 	return defaults == 1
 }
 
-func (s *Server) issueToken(now time.Time) (string, time.Duration) {
-	token := rand.Text() + rand.Text()
+func (s *Server) issueToken(now time.Time, tenant, scope string) (string, time.Duration) {
+	s.mu.Lock()
+	lifetime := s.tokenLifetime
+	s.mu.Unlock()
+	audience := ""
+	for _, sc := range strings.Fields(scope) {
+		if r, ok := strings.CutSuffix(sc, "/.default"); ok {
+			audience = r
+		}
+	}
+	// The claims Entra ID's client-credentials tokens carry that a
+	// resource checks, and a random jti that makes every token unique.
+	claims, _ := json.Marshal(map[string]any{
+		"aud": audience, "iss": s.entraURL + "/" + tenant + "/v2.0", "tid": tenant,
+		"sub": s.clientID, "appid": s.clientID, "azp": s.clientID,
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(lifetime).Unix(),
+		"jti": rand.Text(),
+	})
+	b64 := base64.RawURLEncoding.EncodeToString
+	token := b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + b64(claims) + "."
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, t := range s.tokens {
@@ -144,8 +166,8 @@ func (s *Server) issueToken(now time.Time) (string, time.Duration) {
 			delete(s.tokens, k)
 		}
 	}
-	s.tokens[token] = tokenInfo{expires: now.Add(s.tokenLifetime)}
-	return token, s.tokenLifetime
+	s.tokens[token] = tokenInfo{expires: now.Add(lifetime)}
+	return token, lifetime
 }
 
 // writeEntraError answers in the shape of Entra ID's OAuth errors.

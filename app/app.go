@@ -33,6 +33,7 @@ import (
 	"github.com/defender-enricher/defender-enricher/config"
 	"github.com/defender-enricher/defender-enricher/consumer"
 	"github.com/defender-enricher/defender-enricher/defender"
+	"github.com/defender-enricher/defender-enricher/health"
 	"github.com/defender-enricher/defender-enricher/pipeline"
 	"github.com/defender-enricher/defender-enricher/producer"
 	"github.com/defender-enricher/defender-enricher/schemas"
@@ -68,7 +69,15 @@ type App struct {
 	pipeline *pipeline.Pipeline
 	http     *http.Server
 	httpLn   net.Listener
-	ready    atomic.Bool
+
+	cred      azcore.TokenCredential // the Defender API's, asked for a token at start-up
+	scope     string
+	watchdog  *health.Watchdog
+	startedAt time.Time
+	running   atomic.Bool // Run has started
+	tokenOK   atomic.Bool // a token was obtained
+	ready     atomic.Bool // every start-up step done: /readyz answers 200 from then on
+	stopping  atomic.Bool // shutdown began: /readyz answers 503 again
 }
 
 // New builds the connector; it does no network I/O except listening on
@@ -78,7 +87,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &App{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	a := &App{cfg: cfg, log: log, registry: prometheus.NewRegistry(), watchdog: health.New(cfg.HealthStallTimeout, nil)}
 	// A step that fails releases what the steps before it started: the
 	// consumer joins its group in the background from the moment it exists.
 	defer func() {
@@ -113,6 +122,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 			return nil, err
 		}
 	}
+	a.cred, a.scope = cred, ep.Scope
 	if a.budget, err = a.newBudget(cfg, deps, ep, reg); err != nil {
 		return nil, err
 	}
@@ -163,6 +173,8 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	}); err != nil {
 		return nil, err
 	}
+	consumerMetrics := consumer.NewMetrics(reg)
+	reg.MustRegister(a.readyGauge())
 	start := kafka.FirstOffset
 	if cfg.StartOffset == config.Latest {
 		start = kafka.LastOffset
@@ -171,6 +183,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 		Brokers: cfg.KafkaBrokers, Topic: cfg.InputTopic, Group: cfg.ConsumerGroup,
 		StartOffset: start, Dialer: dialer, CommitInterval: cfg.CommitInterval, SessionTimeout: cfg.SessionTimeout,
 		MaxBytes: max(consumer.DefaultMaxBytes, 2*cfg.MaxMessageBytes), Logger: log,
+		Metrics: consumerMetrics, Transport: transport, Beat: a.watchdog.Beat("committer"),
 	}); err != nil {
 		return nil, err
 	}
@@ -180,6 +193,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 		Brokers: cfg.KafkaBrokers, Topic: cfg.RetryTopic, Group: RetryGroup(cfg.ConsumerGroup),
 		StartOffset: kafka.FirstOffset, Dialer: dialer, CommitInterval: cfg.CommitInterval, SessionTimeout: cfg.SessionTimeout,
 		MaxBytes: max(consumer.DefaultMaxBytes, 2*cfg.MaxMessageBytes), Logger: log.With("topic", cfg.RetryTopic),
+		Metrics: consumerMetrics, Transport: transport, Beat: a.watchdog.Beat("retry committer"),
 	}); err != nil {
 		return nil, err
 	}
@@ -190,7 +204,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	if a.pipeline, err = pipeline.New(pipeline.Config{
 		InputTopic: cfg.InputTopic, OutputTopic: cfg.OutputTopic, DLQTopic: cfg.DLQTopic,
 		RetryTopic: cfg.RetryTopic, RetryMaxAge: cfg.RetryMaxAge,
-		Parser: parser, Wait: cfg.OnUnavailable == config.Wait, MaxEnrichWait: cfg.MaxEnrichWait,
+		Parser: parser, Beat: a.watchdog.Beat("fetch loop"), Wait: cfg.OnUnavailable == config.Wait, MaxEnrichWait: cfg.MaxEnrichWait,
 		MaxInFlight: cfg.MaxInFlight, MaxInFlightBytes: int64(cfg.MaxInFlightBytes), MaxMessageBytes: cfg.MaxMessageBytes,
 		DrainTimeout: cfg.ShutdownTimeout / 2, Logger: log, Registerer: reg,
 	}, a.consumer, a.cache, a.producer); err != nil {
@@ -241,16 +255,8 @@ func getenv(d Deps) func(string) string {
 func (a *App) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !a.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintf(w, "ready (breaker %s)\n", a.breaker.State())
-	})
+	mux.HandleFunc("GET /healthz", a.serveHealthz)
+	mux.HandleFunc("GET /readyz", a.serveReadyz)
 	if a.cfg.Pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
@@ -273,6 +279,14 @@ func (a *App) HTTPAddr() string {
 // and returns nil) or a write fails for good (then it commits only what was
 // acknowledged and returns the error).
 func (a *App) Run(ctx context.Context) error {
+	a.startedAt = time.Now()
+	a.running.Store(true)
+	// Readiness: a token tried now, not at the first lookup; the group
+	// joined and fetched. Both are watched until ready.
+	readyCtx, stopReadiness := context.WithCancel(ctx)
+	defer stopReadiness()
+	go a.getToken(readyCtx)
+	go a.watchReadiness(readyCtx)
 	if a.http != nil {
 		go func() {
 			if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -308,10 +322,10 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 	a.log.Info("connector started", "http_addr", a.HTTPAddr(), "input", a.cfg.InputTopic, "output", a.cfg.OutputTopic, "dlq", a.cfg.DLQTopic,
 		"group", a.cfg.ConsumerGroup, "retry", a.cfg.RetryTopic, "rate_limits", a.cfg.DefenderRateLimits.String(), "on_unavailable", string(a.cfg.OnUnavailable))
-	a.ready.Store(true)
 
 	runErr := a.pipeline.Run(ctx)
-	a.ready.Store(false)
+	a.stopping.Store(true)
+	stopReadiness()
 	stopRetries()
 	<-retriesDone
 

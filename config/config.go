@@ -108,10 +108,11 @@ type Config struct {
 	RedisTimeout    time.Duration
 	BudgetStateFile string
 
-	HTTPAddr  string
-	Pprof     bool
-	LogLevel  string
-	LogFormat string
+	HTTPAddr           string
+	HealthStallTimeout time.Duration // /healthz fails after the fetch loop or the committer is stuck this long
+	Pprof              bool
+	LogLevel           string
+	LogFormat          string
 }
 
 // Default returns the configuration with every default set.
@@ -149,6 +150,7 @@ func Default() Config {
 		ShutdownTimeout:    20 * time.Second,
 		RedisTimeout:       500 * time.Millisecond,
 		HTTPAddr:           ":8080",
+		HealthStallTimeout: time.Minute,
 		LogLevel:           "info",
 		LogFormat:          "json",
 	}
@@ -213,6 +215,7 @@ func (c *Config) options() []option {
 		{"redis-timeout", "longest one Redis command may take; without an answer no call is made", durationValue{&c.RedisTimeout}},
 		{"budget-state-file", "file where a process without Redis keeps its recent calls, so that a restart does not reset its budget (empty: none)", stringValue{&c.BudgetStateFile}},
 		{"http-addr", "address of /metrics, /healthz and /readyz (empty: off)", stringValue{&c.HTTPAddr}},
+		{"health-stall-timeout", "/healthz fails once the fetch loop or the committer has been stuck this long in the process's own work (waiting on the broker, on Defender or for room is never a stall)", durationValue{&c.HealthStallTimeout}},
 		{"pprof", "serve Go's runtime profiles under /debug/pprof/ on the HTTP address (CPU, heap, allocations, goroutines; off by default)", boolValue{&c.Pprof}},
 		{"log-level", "debug, info, warn or error", enumValue[string]{&c.LogLevel, []string{"debug", "info", "warn", "error"}}},
 		{"log-format", "json or text", enumValue[string]{&c.LogFormat, []string{"json", "text"}}},
@@ -429,6 +432,7 @@ func (c *Config) Validate() error {
 		{"max-enrich-wait", c.MaxEnrichWait >= 10*time.Millisecond, "at least 10ms"},
 		{"retry-max-age", c.RetryMaxAge >= time.Minute, "at least 1m"},
 		{"shutdown-timeout", c.ShutdownTimeout >= 100*time.Millisecond, "at least 100ms"},
+		{"health-stall-timeout", c.HealthStallTimeout >= 15*time.Second, "at least 15s: a commit, which the committer does as its own work, may take 10s"},
 		{"redis-timeout", c.RedisTimeout >= 10*time.Millisecond && c.RedisTimeout <= 30*time.Second, "from 10ms to 30s"},
 		{"defender-rate-limits", len(c.DefenderRateLimits) > 0, "at least one CALLS/WINDOW pair such as 100/1m"},
 		{"defender-reserve", c.DefenderReserve >= 0 && c.DefenderReserve <= 0.9, "from 0% to 90%, such as 20% (a number without % is a fraction: 0.2)"},

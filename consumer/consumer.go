@@ -74,6 +74,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/defender-enricher/defender-enricher/health"
 )
 
 // Defaults applied by New to zero fields of Config.
@@ -120,6 +122,21 @@ type Config struct {
 	// Logger receives the consumer's logs, and kafka-go's at debug level.
 	// Nil discards them.
 	Logger *slog.Logger
+
+	// Beat is ticked by Run for the liveness watchdog: Idle between
+	// commits, Busy while it commits (bounded by CommitTimeout). Nil: not
+	// watched.
+	Beat *health.Beat
+	// Metrics receives the consumer's lag and commit figures, labelled
+	// with Topic; nil: none. One Metrics serves every Consumer of a
+	// registry.
+	Metrics *Metrics
+	// Transport carries TLS and SASL for the lag's requests (the
+	// partitions' end offsets and the group's committed offsets), as
+	// Dialer does for the reader; nil means a plain one.
+	Transport *kafka.Transport
+	// LagInterval is how often Run reads the lag. Default 15 s.
+	LagInterval time.Duration
 
 	// heartbeatInterval overrides kafka-go's default (3 s) so that tests see
 	// rebalances quickly.
@@ -175,6 +192,15 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Transport == nil {
+		cfg.Transport = &kafka.Transport{DialTimeout: DefaultDialTimeout}
+	}
+	if cfg.LagInterval < 0 {
+		return cfg, fmt.Errorf("consumer: LagInterval is negative (%s)", cfg.LagInterval)
+	}
+	if cfg.LagInterval == 0 {
+		cfg.LagInterval = DefaultLagInterval
+	}
 	return cfg, nil
 }
 
@@ -202,6 +228,10 @@ type Consumer struct {
 
 	statsMu    sync.Mutex
 	rebalances int64
+	fetches    int64 // fetch requests kafka-go sent, summed from its Stats
+
+	joined   atomic.Bool  // a generation of the group started (kafka-go logged its assignment)
+	assigned atomic.Int64 // partitions of the latest generation
 }
 
 // New validates cfg and creates the consumer and its kafka-go reader. New does
@@ -217,6 +247,7 @@ func New(cfg Config) (*Consumer, error) {
 		log:     cfg.Logger.With("topic", cfg.Topic, "group", cfg.Group),
 		tracker: newTracker(),
 	}
+	cfg.Metrics.init(cfg.Topic)
 	c.reader = kafka.NewReader(kafka.ReaderConfig{
 		Brokers: cfg.Brokers,
 		GroupID: cfg.Group,
@@ -255,6 +286,7 @@ func New(cfg Config) (*Consumer, error) {
 
 func (c *Consumer) kafkaLog(source string) func(string, ...any) {
 	return func(format string, args ...any) {
+		c.observeKafkaLog(format, args)
 		if !c.log.Enabled(context.Background(), slog.LevelDebug) {
 			return
 		}
@@ -329,7 +361,10 @@ func (c *Consumer) commitLocked(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.CommitTimeout)
 	defer cancel()
-	if err := c.reader.CommitMessages(ctx, msgs...); err != nil {
+	start := time.Now()
+	err := c.reader.CommitMessages(ctx, msgs...)
+	c.cfg.Metrics.commit(c.cfg.Topic, time.Since(start), err)
+	if err != nil {
 		c.commitErrors.Add(1)
 		return fmt.Errorf("consumer: commit offsets %s of topic %q for group %q: %w", formatOffsets(offs), c.cfg.Topic, c.cfg.Group, err)
 	}
@@ -353,16 +388,31 @@ func formatOffsets(offs []partitionOffset) string {
 // Run commits every CommitInterval until ctx is done or the consumer is
 // closed, then returns nil. A failed commit is logged and retried at the next
 // interval. The final commit is Close's, not Run's: cancel Run, drain the
-// pipeline, then Close.
+// pipeline, then Close. With Config.Metrics, Run also reads the group's lag
+// every LagInterval.
 func (c *Consumer) Run(ctx context.Context) error {
+	if c.cfg.Metrics != nil {
+		lagDone := make(chan struct{})
+		lagCtx, stopLag := context.WithCancel(ctx)
+		go func() {
+			defer close(lagDone)
+			c.runLag(lagCtx)
+		}()
+		defer func() {
+			stopLag()
+			<-lagDone
+		}()
+	}
 	t := time.NewTicker(c.cfg.CommitInterval)
 	defer t.Stop()
 	for {
+		c.cfg.Beat.Idle()
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		c.cfg.Beat.Busy()
 		err := c.Commit(ctx)
 		switch {
 		case err == nil:
@@ -396,6 +446,7 @@ func (c *Consumer) Close(ctx context.Context) error {
 	commitErr := c.commitLocked(ctx)
 	c.commitMu.Unlock()
 
+	c.cfg.Transport.CloseIdleConnections()
 	done := make(chan error, 1)
 	go func() { done <- c.reader.Close() }()
 	select {
@@ -433,6 +484,7 @@ func (c *Consumer) Stats() Stats {
 	rs := c.reader.Stats()
 	c.statsMu.Lock()
 	c.rebalances += rs.Rebalances
+	c.fetches += rs.Fetches
 	rebalances := c.rebalances
 	c.statsMu.Unlock()
 	committed, restarts := c.tracker.snapshot()

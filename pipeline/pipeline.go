@@ -40,6 +40,7 @@ import (
 	"github.com/defender-enricher/defender-enricher/cache"
 	"github.com/defender-enricher/defender-enricher/consumer"
 	"github.com/defender-enricher/defender-enricher/defender"
+	"github.com/defender-enricher/defender-enricher/health"
 	"github.com/defender-enricher/defender-enricher/producer"
 	"github.com/defender-enricher/defender-enricher/schemas"
 )
@@ -74,6 +75,10 @@ type Config struct {
 	// event is given up. Default 24h.
 	RetryMaxAge time.Duration
 	Parser      *schemas.Parser
+	// Beat is ticked by the fetch loop for the liveness watchdog: Busy
+	// while it works, Idle while it waits on the broker or for room. Nil:
+	// not watched.
+	Beat *health.Beat
 	// Wait holds events until the API answers instead of passing them
 	// through after MaxEnrichWait.
 	Wait          bool
@@ -222,6 +227,10 @@ fetching:
 	for {
 		// Room for one event before fetching, so that a full pipeline stops
 		// fetching rather than holding a message it cannot start on.
+		// Waiting for room, for the broker and between failed fetches is
+		// waiting on the outside, which the liveness watchdog does not hold
+		// against the loop; the loop's own work is Busy.
+		p.cfg.Beat.Idle()
 		select {
 		case p.slots <- struct{}{}:
 		case <-fetchCtx.Done():
@@ -233,6 +242,7 @@ fetching:
 		}
 		fetchStart := time.Now()
 		msg, err := p.in.Fetch(fetchCtx)
+		p.cfg.Beat.Busy()
 		if err != nil {
 			<-p.slots
 			if fetchCtx.Err() != nil {
@@ -252,6 +262,7 @@ fetching:
 			pause := min(100*time.Millisecond<<min(fetchFailures-1, 6), 5*time.Second)
 			p.log.Warn("fetching failed; retrying", "topic", p.cfg.InputTopic, "failures", fetchFailures,
 				"fetch_took", time.Since(fetchStart).Round(time.Millisecond).String(), "retry_in", pause.String(), "error", err)
+			p.cfg.Beat.Idle()
 			select {
 			case <-time.After(pause):
 			case <-fetchCtx.Done():
@@ -375,8 +386,10 @@ func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message,
 	now := time.Now()
 	for i := range events {
 		if i > 0 { // the first event has the room taken before fetching
+			p.cfg.Beat.Idle()
 			select {
 			case p.slots <- struct{}{}:
+				p.cfg.Beat.Busy()
 			case <-fetchCtx.Done():
 				// Stopping while this message waits for room: its remaining
 				// events are not processed, so it is never acknowledged and

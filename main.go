@@ -150,6 +150,9 @@ func runConnector(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	// Every option as the connector runs with it, secrets redacted: the
+	// first thing to read when it does not do what was meant.
+	log.Info("configuration", "config", cfg)
 	a, err := app.New(cfg, app.Deps{Logger: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "defender-enricher run: %v\n", err)

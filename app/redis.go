@@ -1,9 +1,12 @@
 package app
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +62,11 @@ func (a *App) newBudget(cfg config.Config, deps Deps, ep defender.Endpoint, reg 
 	if err != nil {
 		return nil, err
 	}
+	// go-redis writes its own lines (a pool that cannot dial) to stderr
+	// in a format of its own; they go through the connector's logger at
+	// debug level instead: the failures that matter come back as command
+	// errors, logged where they happen.
+	redis.SetLogger(redisLogger{a.log})
 	// The limit is the tenant's and the application's: replicas of one
 	// tenant share a budget, fleets of two tenants do not.
 	tenant := getenv(deps)("AZURE_TENANT_ID")
@@ -139,5 +147,14 @@ func (a *App) closeRedis() {
 		if err := a.redis.Close(); err != nil {
 			a.log.Debug("closing the Redis client", "error", err)
 		}
+	}
+}
+
+// redisLogger is go-redis's logger: its lines at debug level.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	if l.log.Enabled(ctx, slog.LevelDebug) {
+		l.log.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)), "source", "go-redis")
 	}
 }

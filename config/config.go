@@ -5,6 +5,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -241,7 +242,15 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string, out io.Wr
 	var envErr error
 	envName := ""
 	for _, o := range opts {
-		if v := getenv(Env(o.name)); v != "" {
+		v := getenv(Env(o.name))
+		if _, secret := o.value.(secretValue); secret {
+			fv, err := secretFile(o.name, v, getenv(Env(o.name)+"_FILE"))
+			if err != nil {
+				return c, err
+			}
+			v = cmp.Or(fv, v)
+		}
+		if v != "" {
 			if err := o.value.Set(v); err != nil && envErr == nil {
 				envErr, envName = fmt.Errorf("%s (--%s): %v", Env(o.name), o.name, err), o.name
 			}

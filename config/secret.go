@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 )
 
 // Secret holds a password that no printing path can reveal: fmt with any
@@ -74,3 +76,27 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(s.shown()), nil }
 // LogValue makes slog write "[redacted]" (or "" when unset) whatever the
 // handler.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.shown()) }
+
+// secretFile reads a secret option from the file that its variable with
+// _FILE appended names (ENRICHER_KAFKA_SASL_PASSWORD_FILE), as a mounted
+// Kubernetes Secret or systemd's LoadCredential= provides it: the whole
+// file, one trailing newline dropped. "" when no file is named. Naming a
+// file and setting the variable too is an error, as is a file that cannot
+// be read or is empty; the errors name the file, never its content.
+func secretFile(name, value, path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	if value != "" {
+		return "", fmt.Errorf("%s_FILE and %s are both set: keep one", Env(name), Env(name))
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s_FILE: %v", Env(name), err)
+	}
+	v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if v == "" {
+		return "", fmt.Errorf("%s_FILE: %s is empty", Env(name), path)
+	}
+	return v, nil
+}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -161,6 +163,48 @@ func TestRedactUserinfo(t *testing.T) {
 	} {
 		if got := RedactUserinfo(in); got != want {
 			t.Errorf("RedactUserinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A secret option can come from a file named by its variable with _FILE,
+// as a mounted Secret or systemd's LoadCredential= gives it.
+func TestSecretFromFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pw := write("kafka-password", "s3cret-from-file\n")
+	url := write("redis-url", "rediss://:key-from-file@cache.example:6380/0\r\n")
+	c, err := load(t, map[string]string{
+		"ENRICHER_KAFKA_SASL_MECHANISM": "plain", "ENRICHER_KAFKA_SASL_USERNAME": "svc",
+		"ENRICHER_KAFKA_SASL_PASSWORD_FILE": pw, "ENRICHER_REDIS_URL_FILE": url,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KafkaSASLPassword.Reveal() != "s3cret-from-file" || c.RedisURL.Reveal() != "rediss://:key-from-file@cache.example:6380/0" {
+		t.Errorf("read %q and %q", c.KafkaSASLPassword.Reveal(), c.RedisURL.Reveal())
+	}
+
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"ENRICHER_KAFKA_SASL_PASSWORD_FILE": pw, "ENRICHER_KAFKA_SASL_PASSWORD": "also"}, "ENRICHER_KAFKA_SASL_PASSWORD_FILE and ENRICHER_KAFKA_SASL_PASSWORD are both set"},
+		{map[string]string{"ENRICHER_KAFKA_SASL_PASSWORD_FILE": filepath.Join(dir, "missing")}, "ENRICHER_KAFKA_SASL_PASSWORD_FILE: open"},
+		{map[string]string{"ENRICHER_REDIS_URL_FILE": write("empty", "\n")}, "ENRICHER_REDIS_URL_FILE: " + filepath.Join(dir, "empty") + " is empty"},
+	} {
+		_, err := load(t, tt.env)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: error %v, want one saying %q", tt.env, err, tt.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "also")) {
+			t.Errorf("%v: error %q holds the secret", tt.env, err)
 		}
 	}
 }

@@ -150,6 +150,9 @@ func New(o Options) (*Breaker, error) {
 			Help: "Defender calls not started because the circuit breaker was open or its probe was out.",
 		}),
 	}
+	for _, s := range []State{StateClosed, StateHalfOpen, StateOpen} {
+		b.changes.WithLabelValues(s.String()) // at zero from the start
+	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}

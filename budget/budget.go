@@ -147,9 +147,15 @@ func WithReserve(fraction float64) Option { return func(o *options) { o.reserve 
 
 // WithRegisterer registers the Window's metrics with reg:
 // enricher_budget_waiting{priority}, the callers waiting for a call,
-// enricher_budget_granted_total{priority}, the calls granted, and, with
-// WithStateFile, enricher_budget_state_errors_total, the writes to the
-// state file that failed. Without it the Window registers nothing.
+// enricher_budget_granted_total{priority}, the calls granted,
+// enricher_budget_window_calls{window}, the calls each window counts at
+// scrape time (running, or ended less than the window's length ago; read
+// under the Window's lock, in one pass over the calls of the longest
+// window), enricher_budget_window_limit{window}, each window's limit, and,
+// with WithStateFile, enricher_budget_state_errors_total, the writes to
+// the state file that failed. The window label is the window's length as
+// Limit.String writes it ("1m", "1h"). Without it the Window registers
+// nothing.
 func WithRegisterer(reg prometheus.Registerer) Option { return func(o *options) { o.reg = reg } }
 
 // Window is a sliding-window log budget. The zero value is not usable: call
@@ -566,7 +572,7 @@ func (w *Window) register(reg prometheus.Registerer) error {
 	for _, p := range priorities {
 		w.granted[p.index()] = granted.WithLabelValues(p.String())
 	}
-	cs := []prometheus.Collector{granted, newWaitingCollector(w.queueLens)}
+	cs := []prometheus.Collector{granted, newWaitingCollector(w.queueLens), newWindowCollector(w.limits, w.windowCounts)}
 	if w.state != nil {
 		w.state.errors = prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "enricher_budget_state_errors_total",

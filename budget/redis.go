@@ -110,11 +110,17 @@ func RedisPrefix(tenant, host string) string {
 // budget recovers by itself.
 //
 // Metrics (with a Registerer): enricher_budget_granted_total{priority} and
-// enricher_budget_waiting{priority} as for Window,
-// enricher_budget_store_errors_total, the commands that failed, and
-// enricher_budget_store_up, 1 after a command that succeeded and 0 after
-// one that failed, and enricher_budget_store_resets_total, the times this
-// replica found the state lost.
+// enricher_budget_waiting{priority} as for Window, this replica's;
+// enricher_budget_window_limit{window} as for Window;
+// enricher_budget_window_calls{window}, the calls each window counts in
+// Redis at scrape time, the fleet's and not only this replica's, read with
+// one script bounded by Timeout (at most a second) and left out of a
+// scrape whose read fails; enricher_budget_store_errors_total, the
+// commands that failed; enricher_budget_store_up, 1 after a command that
+// succeeded and 0 after one that failed (a scrape's read included, so that
+// it follows Redis while no call is made); and
+// enricher_budget_store_resets_total, the times this replica found the
+// state lost.
 //
 // A Redis that is new or lost its data (a restart without persistence, a
 // failover to a replica that had not caught up, a flush) has no epoch, the
@@ -761,7 +767,7 @@ func (r *Redis) register(reg prometheus.Registerer) error {
 		Name: "enricher_budget_store_resets_total",
 		Help: "Times this replica found that the shared call budget's Redis had lost its state, and wrote its own calls back.",
 	})
-	for _, c := range []prometheus.Collector{granted, newWaitingCollector(r.queueLens), r.errors, r.up, r.reseeds} {
+	for _, c := range []prometheus.Collector{granted, newWaitingCollector(r.queueLens), newWindowCollector(r.limits, r.windowCounts), r.errors, r.up, r.reseeds} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("budget: registering metrics: %w", err)
 		}

@@ -170,6 +170,30 @@ local t = redis.call('TIME')
 return tonumber(t[1]) * 1000000 + tonumber(t[2])
 `)
 
+// windowsScript counts the calls of each window now, for the metrics,
+// and changes nothing: KEYS calls, epoch, seeded. ARGV: the lease, then
+// each window's length and calls. It returns one count per window: the
+// calls whose score is after now less the window, and, while the state is
+// marked lost, the phantom calls acquireScript adds for it.
+var windowsScript = redis.NewScript(`
+local function fmt(x) return string.format('%.0f', x) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local ep = redis.call('HMGET', KEYS[2], 'at', 'lost')
+local reset, lost = tonumber(ep[1] or '0') or 0, ep[2] == '1'
+local lease = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV - 1, 2 do
+  local per, limit = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local n = redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now - per), '+inf')
+  if lost and now < reset + lease + per then
+    n = n + math.max(0, limit - redis.call('ZCOUNT', KEYS[3], '(' .. fmt(reset - per), '+inf'))
+  end
+  out[#out + 1] = n
+end
+return out
+`)
+
 // seedScript brings a replica's own calls back into the state, creating
 // the epoch if it is missing: KEYS calls, pause, epoch, seeded. ARGV:
 // the epoch the replica seeded last ("" if none: an epoch it has not seen

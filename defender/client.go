@@ -576,6 +576,9 @@ func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
 			Help: "429 answers; each pauses every call until its Retry-After.",
 		}),
 	}
+	for _, code := range []string{"200", "404", "401", "403", "429", "5xx", "other", "error"} {
+		m.calls.WithLabelValues(code) // at zero from the start, for rates and ratios
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.calls, m.duration, m.budgetWait, m.retries, m.throttled} {
 			if err := reg.Register(c); err != nil {

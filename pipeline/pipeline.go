@@ -737,6 +737,12 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) (*metrics, error) {
 	for _, st := range []schemas.Status{schemas.StatusEnriched, schemas.StatusNotFound, schemas.StatusUnavailable, schemas.StatusFailed, schemas.StatusSkipped} {
 		m.byStatus[st] = m.events.WithLabelValues(string(st))
 	}
+	// Every reason at zero from the start, so that a rate over them has
+	// a value before the first dead letter.
+	for _, r := range []schemas.Reason{schemas.ReasonInvalidJSON, schemas.ReasonNotObject, schemas.ReasonMissingAlertID, schemas.ReasonInvalidAlertID,
+		schemas.ReasonTooLarge, schemas.ReasonEmptyEnvelope, schemas.ReasonTooManyRecords, schemas.ReasonNotDeferred} {
+		m.deadLetters.WithLabelValues(string(r))
+	}
 	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "enricher_events_in_flight",
 		Help: "Events fetched and not yet acknowledged by the output.",

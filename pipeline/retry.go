@@ -68,6 +68,9 @@ func (r *retryState) init(reg prometheus.Registerer) error {
 		Name: "enricher_updates_total",
 		Help: "Updates published for deferred events, by their new enrichment status (the re-enriched events).",
 	}, []string{"status"})
+	for _, st := range []schemas.Status{schemas.StatusEnriched, schemas.StatusNotFound, schemas.StatusFailed} {
+		r.metrics.updates.WithLabelValues(string(st)) // at zero from the start
+	}
 	r.metrics.givenUp = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "enricher_deferred_given_up_total",
 		Help: "Deferred events given up, older than ENRICHER_RETRY_MAX_AGE; no update was published for them.",

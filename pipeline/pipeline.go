@@ -90,6 +90,9 @@ type Config struct {
 	// DefaultMaxInFlightBytes.
 	MaxInFlightBytes int64
 	MaxMessageBytes  int // largest record written, headers included; default 1,000,000
+	// Format is the shape of the output topic's records; default
+	// schemas.FormatEnvelope. The retry topic always holds the envelope.
+	Format schemas.Format
 	// DrainTimeout bounds the wait for in-flight events once fetching
 	// stopped; events still waiting then are left unacknowledged, to be
 	// consumed again. Default 20s.
@@ -117,6 +120,7 @@ type Pipeline struct {
 	lookup Lookup
 	out    Sink
 	log    *slog.Logger
+	encode schemas.Encoder // the output topic's format
 
 	slots   chan struct{} // one per event in flight
 	bytes   *inflightBytes
@@ -168,8 +172,12 @@ func New(cfg Config, in Source, lookup Lookup, out Sink) (*Pipeline, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	encode, err := cfg.Format.Encoder()
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
 	p := &Pipeline{
-		cfg: cfg, in: in, lookup: lookup, out: out, log: cfg.Logger,
+		cfg: cfg, in: in, lookup: lookup, out: out, log: cfg.Logger, encode: encode,
 		slots:  make(chan struct{}, cfg.MaxInFlight),
 		bytes:  newInflightBytes(cfg.MaxInFlightBytes),
 		dlLog:  newDeadLetterLog(cfg.Logger, cfg.DeadLetterLogInterval),
@@ -346,15 +354,18 @@ type event struct {
 	alertID string
 	alert   []byte
 	record  int
-	reject  schemas.Reason
-	detail  string
-	status  schemas.Status
-	source  schemas.Source
-	user    []byte
-	errText string
-	fetched time.Time
-	held    *heldMessage
-	origin  schemas.Origin
+	// fromRecord: alert is a streaming-API record (a fresh event with
+	// record 0 or more, or an update of one).
+	fromRecord bool
+	reject     schemas.Reason
+	detail     string
+	status     schemas.Status
+	source     schemas.Source
+	user       []byte
+	errText    string
+	fetched    time.Time
+	held       *heldMessage
+	origin     schemas.Origin
 	// update is set on an event read back from the retry topic: it is
 	// published as an update of the event that went out unavailable.
 	update *schemas.Update
@@ -402,7 +413,7 @@ func (p *Pipeline) handle(fetchCtx, work context.Context, msg *consumer.Message,
 			}
 		}
 		ev := &events[i]
-		e := &event{p: p, msg: msg, alertID: ev.AlertID, alert: ev.Alert, record: ev.Record, reject: ev.Reject, detail: ev.Detail, fetched: now, held: held,
+		e := &event{p: p, msg: msg, alertID: ev.AlertID, alert: ev.Alert, record: ev.Record, fromRecord: ev.Record >= 0, reject: ev.Reject, detail: ev.Detail, fetched: now, held: held,
 			origin: schemas.Origin{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset}}
 		switch {
 		case ev.Reject != "":
@@ -535,15 +546,15 @@ func (p *Pipeline) complete(e *event) {
 
 func (p *Pipeline) publish(e *event) {
 	e.buf = p.bufs.Get().(*[]byte)
-	enrichment := schemas.Enrichment{Status: e.status, Source: e.source, EnrichedAt: time.Now(), Error: e.errText}
-	headers := e.msg.Headers
-	var value []byte
-	if e.update != nil {
-		value = schemas.AppendUpdate((*e.buf)[:0], e.alertID, e.alert, e.user, enrichment, e.origin, *e.update)
-		headers = schemas.UpdateHeaders(headers)
-	} else {
-		value = schemas.AppendOutput((*e.buf)[:0], e.alertID, e.alert, e.user, enrichment, e.origin)
+	o := schemas.Output{
+		AlertID: e.alertID, Alert: e.alert, Record: e.fromRecord, User: e.user, Origin: e.origin, Update: e.update,
+		Enrichment: schemas.Enrichment{Status: e.status, Source: e.source, EnrichedAt: time.Now(), Error: e.errText},
 	}
+	headers := e.msg.Headers
+	if e.update != nil {
+		headers = schemas.UpdateHeaders(headers)
+	}
+	value := p.encode((*e.buf)[:0], &o)
 	*e.buf = value
 	if size := producer.RecordSize([]byte(e.alertID), value, headers); size > p.cfg.MaxMessageBytes {
 		p.putBuf(e)
@@ -556,7 +567,13 @@ func (p *Pipeline) publish(e *event) {
 	// An alert the API could not answer in time is kept to be enriched
 	// later; its input is acknowledged once both records are written.
 	if e.status == schemas.StatusUnavailable && e.update == nil && p.cfg.RetryTopic != "" {
-		if r, ok := p.deferral(e, value); ok {
+		deferred := value
+		if p.cfg.Format != schemas.FormatEnvelope && p.cfg.Format != "" {
+			// The retry topic is read back by the connector: always the
+			// envelope. Rare (unavailable only), so not pooled.
+			deferred = schemas.AppendOutput(nil, e.alertID, e.alert, e.user, o.Enrichment, e.origin)
+		}
+		if r, ok := p.deferral(e, deferred); ok {
 			e.deferred = true
 			e.acks.Store(2)
 			p.out.Send(r)

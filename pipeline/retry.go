@@ -157,7 +157,7 @@ func (p *Pipeline) retry(ctx context.Context, msg *consumer.Message) {
 		p.send(e, p.deadLetter)
 		return
 	}
-	e.alertID, e.alert, e.origin = d.AlertID, d.Alert, d.Origin
+	e.alertID, e.alert, e.origin, e.fromRecord = d.AlertID, d.Alert, d.Origin, d.Record
 	// The user the alert names may spare the call, as for a fresh alert;
 	// its severity does not matter: deferred lookups go last.
 	e.ref = schemas.ReadHints(d.Alert, d.Record).User

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/defender-enricher/defender-enricher/app"
 	"github.com/defender-enricher/defender-enricher/config"
 	"github.com/defender-enricher/defender-enricher/demo"
+	"github.com/defender-enricher/defender-enricher/schemas"
 )
 
 // Set at build time: -ldflags "-X main.version=v1.0.0 -X main.commit=abc123".
@@ -188,6 +190,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rate := fs.Int("rate", 100, "alerts generated per second")
 	verbose := fs.Bool("v", false, "show the connector's own logs")
 	raw := fs.Bool("json", false, "print output records as they are on the topic")
+	format := fs.String("format", string(schemas.FormatEnvelope), "output format: "+formatList()+" (ENRICHER_OUTPUT_FORMAT)")
 	outage := fs.Duration("outage", 500*time.Millisecond, "Defender answers 503 for this long, a sixth of the way through: alerts go out unavailable, then come again as updates (0: no outage)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -202,6 +205,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "defender-enricher demo: unexpected argument %q (-h lists the flags)\n", fs.Arg(0))
 		return 2
 	}
+	if !slices.Contains(schemas.Formats, schemas.Format(*format)) {
+		fmt.Fprintf(stderr, "defender-enricher demo: --format %q: want one of %s\n", *format, formatList())
+		return 2
+	}
 	if *events < 1 || *rate < 1 || *outage < 0 {
 		fmt.Fprintln(stderr, "defender-enricher demo: --events and --rate must be at least 1, --outage at least 0")
 		return 2
@@ -210,9 +217,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *verbose {
 		logOut = stderr
 	}
-	if err := demo.Run(ctx, demo.Options{Events: *events, Rate: *rate, Out: stdout, Log: logOut, JSON: *raw, Outage: *outage}); err != nil {
+	if err := demo.Run(ctx, demo.Options{Events: *events, Rate: *rate, Out: stdout, Log: logOut, JSON: *raw, Outage: *outage, Format: schemas.Format(*format)}); err != nil {
 		fmt.Fprintf(stderr, "defender-enricher demo: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// formatList is the output formats, comma-separated.
+func formatList() string {
+	names := make([]string, len(schemas.Formats))
+	for i, f := range schemas.Formats {
+		names[i] = string(f)
+	}
+	return strings.Join(names, ", ")
 }

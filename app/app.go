@@ -204,7 +204,7 @@ func New(cfg config.Config, deps Deps) (_ *App, err error) {
 	if a.pipeline, err = pipeline.New(pipeline.Config{
 		InputTopic: cfg.InputTopic, OutputTopic: cfg.OutputTopic, DLQTopic: cfg.DLQTopic,
 		RetryTopic: cfg.RetryTopic, RetryMaxAge: cfg.RetryMaxAge,
-		Parser: parser, Beat: a.watchdog.Beat("fetch loop"), Wait: cfg.OnUnavailable == config.Wait, MaxEnrichWait: cfg.MaxEnrichWait,
+		Parser: parser, Format: cfg.OutputFormat, Beat: a.watchdog.Beat("fetch loop"), Wait: cfg.OnUnavailable == config.Wait, MaxEnrichWait: cfg.MaxEnrichWait,
 		MaxInFlight: cfg.MaxInFlight, MaxInFlightBytes: int64(cfg.MaxInFlightBytes), MaxMessageBytes: cfg.MaxMessageBytes,
 		DrainTimeout: cfg.ShutdownTimeout / 2, Logger: log, Registerer: reg,
 	}, a.consumer, a.cache, a.producer); err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/defender-enricher/defender-enricher/budget"
 	"github.com/defender-enricher/defender-enricher/defender"
+	"github.com/defender-enricher/defender-enricher/schemas"
 )
 
 // Policy is what happens to an alert that cannot be enriched in time.
@@ -85,6 +86,7 @@ type Config struct {
 	MaxInFlightBytes   int
 	MaxRecords         int
 	AlertIDPointer     string
+	OutputFormat       schemas.Format
 
 	DefenderAPIURL        string
 	DefenderScope         string
@@ -135,6 +137,7 @@ func Default() Config {
 		MaxInFlightBytes:   32 << 20,
 		MaxRecords:         1000,
 		AlertIDPointer:     "/id",
+		OutputFormat:       schemas.FormatEnvelope,
 		DefenderAPIURL:     defender.DefaultAPIURL,
 		DefenderRateLimits: limits,
 		DefenderReserve:    0.2,
@@ -195,6 +198,7 @@ func (c *Config) options() []option {
 		{"max-in-flight", "events fetched but not yet acknowledged; fetching pauses at this many", intValue{&c.MaxInFlight}},
 		{"max-in-flight-bytes", "bytes of input messages fetched but not yet acknowledged; fetching pauses at this many; their outputs take about as much again", intValue{&c.MaxInFlightBytes}},
 		{"max-records", "most records of one streaming-API envelope; a larger envelope is one dead letter, too_many_records", intValue{&c.MaxRecords}},
+		{"output-format", "shape of the output topic's records: envelope (the v1 envelope), ocsf (OCSF 1.8 Detection Finding), ecs (Elastic Common Schema 8.x); dead letters and the retry topic are the same in every format", enumValue[schemas.Format]{&c.OutputFormat, schemas.Formats}},
 		{"alert-id-pointer", "JSON pointer to the alert id in plain JSON objects", stringValue{&c.AlertIDPointer}},
 		{"defender-api-url", "Defender API base URL (geo hosts and government clouds too)", stringValue{&c.DefenderAPIURL}},
 		{"defender-scope", "OAuth scope of the token (default: derived from the API URL's cloud)", stringValue{&c.DefenderScope}},

@@ -43,6 +43,9 @@ type Options struct {
 	// the way through the run: the breaker opens, alerts go out
 	// unavailable and come again as updates once it is back. 0: none.
 	Outage time.Duration
+	// Format is the output topic's format (ENRICHER_OUTPUT_FORMAT);
+	// default the envelope. The stream and the summary read any of them.
+	Format schemas.Format
 }
 
 const (
@@ -97,6 +100,13 @@ func Run(ctx context.Context, o Options) error {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.MaxEnrichWait = 3 * time.Second
 	cfg.ShutdownTimeout = 10 * time.Second
+	if o.Format != "" {
+		cfg.OutputFormat = o.Format
+	}
+	read, err := readerFor(cfg.OutputFormat)
+	if err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -149,7 +159,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var printed atomic.Int64
 	seen := newTally()
-	readErr := watch(runCtx, cfg.KafkaBrokers, out, o.Events, o.JSON, &printed, seen, notes)
+	readErr := watch(runCtx, cfg.KafkaBrokers, out, o.Events, o.JSON, read, &printed, seen, notes)
 	elapsed := time.Since(start)
 	stop()
 	<-genDone
@@ -199,7 +209,7 @@ func outage(ctx context.Context, sim *simulator.Server, after, length time.Durat
 
 // watch prints what the connector publishes until n records were seen, and
 // counts them in t. Lines on notes are printed between records.
-func watch(ctx context.Context, brokers []string, out io.Writer, n int, raw bool, seen *atomic.Int64, t *tally, notes <-chan string) error {
+func watch(ctx context.Context, brokers []string, out io.Writer, n int, raw bool, read reader, seen *atomic.Int64, t *tally, notes <-chan string) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(outputTopic, dlqTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
@@ -223,12 +233,12 @@ func watch(ctx context.Context, brokers []string, out io.Writer, n int, raw bool
 			default:
 			}
 			seen.Add(1)
-			t.add(r)
+			t.add(r, read)
 			if raw && r.Topic == outputTopic {
 				fmt.Fprintln(out, string(r.Value))
 				return
 			}
-			fmt.Fprintln(out, describe(r))
+			fmt.Fprintln(out, describe(r, read))
 		})
 	}
 	return nil
@@ -272,7 +282,7 @@ func isUpdate(value []byte) bool {
 
 // describe renders one output or dead-letter record as a line. The user
 // column names the source of the answer unless it is "api", and an update.
-func describe(r *kgo.Record) string {
+func describe(r *kgo.Record, read reader) string {
 	if r.Topic == dlqTopic {
 		var reason, msg string
 		for _, h := range r.Headers {
@@ -285,8 +295,8 @@ func describe(r *kgo.Record) string {
 		}
 		return fmt.Sprintf("%-12s %-34s %s", "dead letter", reason, msg)
 	}
-	var v output
-	if err := json.Unmarshal(r.Value, &v); err != nil {
+	v, update, err := read(r.Value)
+	if err != nil {
 		return "unreadable output: " + err.Error()
 	}
 	title, severity := v.Alert.Title, v.Alert.Severity
@@ -297,7 +307,7 @@ func describe(r *kgo.Record) string {
 	if src := v.Enrichment.Source; src != "" && src != "api" {
 		notes = append(notes, src)
 	}
-	if isUpdate(r.Value) {
+	if update {
 		notes = append(notes, "update")
 	}
 	who := "-"
@@ -332,14 +342,14 @@ func newTally() *tally {
 	return &tally{statuses: map[string]int{}, sources: map[string]map[string]int{}}
 }
 
-func (t *tally) add(r *kgo.Record) {
+func (t *tally) add(r *kgo.Record, read reader) {
 	t.events++
 	if r.Topic == dlqTopic {
 		t.deadLetters++
 		return
 	}
-	var v output
-	if err := json.Unmarshal(r.Value, &v); err != nil || v.Enrichment.Status == "" {
+	v, update, err := read(r.Value)
+	if err != nil || v.Enrichment.Status == "" {
 		t.statuses["unreadable"]++
 		return
 	}
@@ -351,7 +361,7 @@ func (t *tally) add(r *kgo.Record) {
 		}
 		t.sources[status][src]++
 	}
-	if isUpdate(r.Value) {
+	if update {
 		t.updates++
 	}
 }

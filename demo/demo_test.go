@@ -172,7 +172,7 @@ func TestDescribe(t *testing.T) {
 		{outputRecord("not_found", "cache", "", false), `- (cache) `, "update"},
 		{outputRecord("not_found", "api", "", false), ` - `, "api"},
 	} {
-		line := describe(tt.rec)
+		line := describe(tt.rec, readEnvelope)
 		if !strings.Contains(line, tt.want) || strings.Contains(line, tt.miss) || !strings.HasPrefix(line, statusOf(tt.rec)) {
 			t.Errorf("describe(%s) = %q, want %q in it and not %q", tt.rec.Value, line, tt.want, tt.miss)
 		}
@@ -204,7 +204,7 @@ func TestTally(t *testing.T) {
 		outputRecord("expired", "", "", false),
 		{Topic: dlqTopic, Value: []byte("[]")},
 	} {
-		tl.add(r)
+		tl.add(r, readEnvelope)
 	}
 	var out bytes.Buffer
 	tl.print(&out)

@@ -14,10 +14,16 @@ type Format string
 const (
 	// FormatEnvelope is the v1 envelope (output.v1.schema.json).
 	FormatEnvelope Format = "envelope"
+	// FormatECS is one Elastic Common Schema (ECS 8.x) document per event
+	// (ecs.v1.schema.json), written by AppendECS.
+	FormatECS Format = "ecs"
+	// FormatOCSF is one OCSF 1.8.0 Detection Finding per event
+	// (ocsf-1.8.0-detection_finding.schema.json), written by AppendOCSF.
+	FormatOCSF Format = "ocsf"
 )
 
 // Formats lists the formats, the default first.
-var Formats = []Format{FormatEnvelope}
+var Formats = []Format{FormatEnvelope, FormatOCSF, FormatECS}
 
 // Output is one event as every format writes it.
 type Output struct {
@@ -47,6 +53,10 @@ func (f Format) Encoder() (Encoder, error) {
 	switch f {
 	case FormatEnvelope, "":
 		return appendEnvelope, nil
+	case FormatECS:
+		return AppendECS, nil
+	case FormatOCSF:
+		return AppendOCSF, nil
 	}
 	return nil, fmt.Errorf("unknown output format %q: want one of %v", f, Formats)
 }

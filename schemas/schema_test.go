@@ -70,7 +70,7 @@ func TestFSHoldsExactlyTheNamedSchemas(t *testing.T) {
 	for _, e := range entries {
 		got = append(got, e.Name())
 	}
-	if strings.Join(got, ",") != "alert.schema.json,output.v1.schema.json,streaming-envelope.schema.json,user.schema.json" {
+	if strings.Join(got, ",") != "alert.schema.json,ecs.v1.schema.json,ocsf-1.8.0-detection_finding.schema.json,output.v1.schema.json,streaming-envelope.schema.json,user.schema.json" {
 		t.Errorf("FS holds %v", got)
 	}
 }

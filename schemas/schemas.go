@@ -25,6 +25,13 @@ const (
 	// documented fields of the Defender for Endpoint user, all optional
 	// and nullable, more allowed, OData annotations not.
 	UserSchema = "user.schema.json"
+	// ECSSchema describes the Elastic Common Schema documents AppendECS
+	// writes (ENRICHER_OUTPUT_FORMAT=ecs).
+	ECSSchema = "ecs.v1.schema.json"
+	// OCSFSchema describes OCSF 1.8.0's Detection Finding class, built
+	// from OCSF's schema files by schemas/ocsf/gen: what AppendOCSF
+	// writes (ENRICHER_OUTPUT_FORMAT=ocsf) must validate against it.
+	OCSFSchema = "ocsf-1.8.0-detection_finding.schema.json"
 
 	// SchemaBaseURI is the base of every schema's $id.
 	SchemaBaseURI = "https://github.com/defender-enricher/defender-enricher/schemas/"

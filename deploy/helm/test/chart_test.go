@@ -482,6 +482,7 @@ var everyOption = []struct{ name, yaml, env string }{
 	{"ENRICHER_PPROF", "true", "true"},
 	{"ENRICHER_LOG_LEVEL", "debug", "debug"},
 	{"ENRICHER_LOG_FORMAT", "text", "text"},
+	{"ENRICHER_OUTPUT_FORMAT", "ecs", "ecs"},
 }
 
 func everyOptionValues() string {

@@ -172,6 +172,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{name: "bad start offset", set: join(base, []string{"config.ENRICHER_START_OFFSET=newest"}), want: "/config/ENRICHER_START_OFFSET"},
 		{name: "bad policy", set: join(base, []string{"config.ENRICHER_ON_UNAVAILABLE=drop"}), want: "/config/ENRICHER_ON_UNAVAILABLE"},
 		{name: "bad log format", set: join(base, []string{"config.ENRICHER_LOG_FORMAT=xml"}), want: "/config/ENRICHER_LOG_FORMAT"},
+		{name: "bad output format", set: join(base, []string{"config.ENRICHER_OUTPUT_FORMAT=cef"}), want: "/config/ENRICHER_OUTPUT_FORMAT"},
 		{name: "duration without a unit", set: join(base, []string{"config.ENRICHER_SHUTDOWN_TIMEOUT=20"}), want: "/config/ENRICHER_SHUTDOWN_TIMEOUT"},
 		{name: "bool not a bool", set: join(base, []string{"config.ENRICHER_KAFKA_TLS=yes"}), want: "/config/ENRICHER_KAFKA_TLS"},
 		{name: "count below its minimum", set: join(base, []string{"config.ENRICHER_MAX_IN_FLIGHT=0"}), want: "/config/ENRICHER_MAX_IN_FLIGHT"},

@@ -233,3 +233,27 @@ func FuzzAppendOCSF(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkFormats is the cost of one event in each output format, on the
+// alert object and an AlertEvidence record, enriched: compare the formats
+// side by side in one run.
+func BenchmarkFormats(b *testing.B) {
+	ins := ecsInputs(b)
+	for _, in := range []ecsInput{ins[0], ins[2]} {
+		for _, format := range schemas.Formats {
+			enc, err := format.Encoder()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Run(in.name+"/"+string(format), func(b *testing.B) {
+				o := &schemas.Output{AlertID: in.id, Alert: in.alert, Record: in.record, User: in.user,
+					Enrichment: schemas.Enrichment{Status: schemas.StatusEnriched, Source: schemas.SourceAPI, EnrichedAt: testTime}, Origin: testOrigin}
+				dst := make([]byte, 0, 16<<10)
+				b.ReportAllocs()
+				for b.Loop() {
+					dst = enc(dst[:0], o)
+				}
+			})
+		}
+	}
+}

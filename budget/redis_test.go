@@ -171,7 +171,7 @@ func TestRedisSharedPause(t *testing.T) {
 			t.Fatalf("a shorter pause moved the end from %v to %v", end, res.now.Add(res.wait))
 		}
 		b.PauseUntil(time.Now().Add(2 * time.Minute))
-		if res := refused(t, a, PriorityHigh); !res.now.Add(res.wait).After(end.Add(30*time.Second)) {
+		if res := refused(t, a, PriorityHigh); !res.now.Add(res.wait).After(end.Add(30 * time.Second)) {
 			t.Fatalf("a longer pause did not move the end past %v", end)
 		}
 	})
